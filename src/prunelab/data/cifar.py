@@ -1,0 +1,124 @@
+"""CIFAR-10 and CIFAR-100 read from the official "python version" pickles.
+
+We read the pickles ourselves instead of going through torchvision's `CIFAR10`, because
+torchvision verifies the md5 sums of the full archive and so rejects subsets and
+re-packed copies; our reader accepts any number of rows per file.  torchvision is used
+only to download and extract the archive when `dataset.download=true`.
+
+Each batch file is a pickled dict with `data` (uint8, N x 3072: 1024 red, then 1024
+green, then 1024 blue values of a 32x32 image, row-major) and `labels` (CIFAR-10) or
+`fine_labels` (CIFAR-100).  Files pickled by Python 2 (the official ones) have bytes
+keys, re-pickled copies have str keys; both are accepted.  Pickles can run code when
+loaded: read only files you trust.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from prunelab.data import options
+from prunelab.data.in_memory import InMemoryDataset
+from prunelab.errors import UserError
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one CIFAR variant keeps its files and labels."""
+
+    folder: str  # the folder the official archive extracts to
+    train: tuple[str, ...]
+    test: tuple[str, ...]
+    label_key: str
+    torchvision_class: str  # used only to download
+
+
+LAYOUTS = {
+    "cifar10": Layout(
+        folder="cifar-10-batches-py",
+        train=tuple(f"data_batch_{i}" for i in range(1, 6)),
+        test=("test_batch",),
+        label_key="labels",
+        torchvision_class="CIFAR10",
+    ),
+    "cifar100": Layout(
+        folder="cifar-100-python",
+        train=("train",),
+        test=("test",),
+        label_key="fine_labels",
+        torchvision_class="CIFAR100",
+    ),
+}
+
+
+def read_batch(path: Path, label_key: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch file as uint8 images (N, 3, 32, 32) and int64 labels (N,)."""
+    try:
+        with path.open("rb") as f:
+            raw = pickle.load(f, encoding="bytes")
+        batch = {key.decode() if isinstance(key, bytes) else key: value for key, value in raw.items()}
+    except (pickle.UnpicklingError, EOFError, AttributeError) as err:
+        raise UserError(f"{path} is not a readable pickle ({err}): replace it with the official file") from err
+    data, labels = np.asarray(batch.get("data")), batch.get(label_key)
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or labels is None or len(labels) != len(data):
+        raise UserError(
+            f"{path} is not a CIFAR python batch (uint8 'data' of N x 3072 and N '{label_key}'): "
+            "replace it with the official file"
+        )
+    return torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()), torch.as_tensor(labels, dtype=torch.int64)
+
+
+def read_batches(folder: Path, files: tuple[str, ...], label_key: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch `files` in `folder`, concatenated in order."""
+    images, labels = zip(*(read_batch(folder / name, label_key) for name in files))
+    return torch.cat(images), torch.cat(labels)
+
+
+def locate(root: Path, layout: Layout) -> Path | None:
+    """The folder holding all of `layout`'s files: `root/<layout.folder>` or `root` itself."""
+    for folder in (root / layout.folder, root):
+        if all((folder / name).is_file() for name in layout.train + layout.test):
+            return folder
+    return None
+
+
+def download(root: Path, name: str, layout: Layout) -> None:
+    """Download and extract the official archive into `root` with torchvision."""
+    from filelock import FileLock
+    from torchvision import datasets  # imported here: only a download needs it
+
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(str(root / f".{layout.folder}.download.lock")):  # parallel sweep jobs download once
+            if locate(root, layout) is None:
+                getattr(datasets, layout.torchvision_class)(str(root), train=True, download=True)
+    except Exception as err:  # no network, a proxy, a full disk: all end the same way
+        raise UserError(
+            f"could not download {name} to {root / layout.folder} ({type(err).__name__}: {err}); "
+            f"on a machine without internet copy the extracted '{layout.folder}' folder there "
+            f"or set dataset.root=PATH to a folder containing it"
+        ) from err
+
+
+def build(cfg: DictConfig, device: torch.device) -> InMemoryDataset:
+    """CIFAR-10/100 from `dataset.root`, downloaded first when absent and `dataset.download` is set."""
+    name, root = str(cfg.name), options.root(cfg)
+    layout = LAYOUTS[name]
+    folder = locate(root, layout)
+    if folder is None and cfg.download:
+        download(root, name, layout)
+        folder = locate(root, layout)
+    if folder is None:
+        raise UserError(
+            f"{name} not found: looked for {', '.join(layout.train + layout.test)} in {root / layout.folder} "
+            f"and {root}; set dataset.root=PATH to a folder containing '{layout.folder}', "
+            f"or dataset.download=true to download it there"
+        )
+    train = read_batches(folder, layout.train, layout.label_key)
+    test = read_batches(folder, layout.test, layout.label_key)
+    return InMemoryDataset.from_config(cfg, train, test, device)

@@ -1,0 +1,206 @@
+"""Small datasets held whole on the training device as uint8, augmented there in batches.
+
+CIFAR and the synthetic dataset take this path (design.md, "Speed"): the uint8 images
+are moved to the device once; each batch is gathered, cropped, flipped and normalised
+there with a handful of batched kernels, with no PIL, no per-image Python loop and no
+host synchronisation per step.  Random numbers for a whole epoch are drawn up front on a
+CPU generator seeded by (seed, epoch, rank) and copied to the device once per epoch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+
+from prunelab.data import options
+from prunelab.data.base import Dataset, Loader
+from prunelab.data.sharding import generator, shard_indices
+from prunelab.errors import UserError, choose
+
+
+class TensorLoader(Loader):
+    """Batches of one uint8 split already on the device.
+
+    Training: a random crop of the image zero-padded by `pad` pixels (before
+    normalisation, i.e. torchvision's `RandomCrop(size, padding=pad)`), then a horizontal
+    flip with probability 0.5 when `flip`, then normalisation.  Evaluation: normalisation
+    only, in a fixed order.  Outputs are contiguous float32 (B, C, H, W).
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        *,
+        train: bool,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        pad: int,
+        flip: bool,
+        seed: int,
+        rank: int,
+        world_size: int,
+    ) -> None:
+        self.images, self.labels = images, labels
+        self.batch_size, self.train = batch_size, train
+        self.mean, self.std = mean, std
+        self.pad, self.flip = pad, flip
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.epoch = 0
+        self.num_samples = len(self._indices())
+        c, h, w = images.shape[1:]
+        device = images.device
+        self._items = torch.arange(batch_size, device=device).view(-1, 1, 1, 1)
+        self._channels = torch.arange(c, device=device).view(1, c, 1, 1)
+        self._rows = torch.arange(h, device=device)
+        self._cols = torch.arange(w, device=device)
+
+    def __len__(self) -> int:
+        return -(-self.num_samples // self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _indices(self) -> torch.Tensor:
+        return shard_indices(
+            len(self.labels),
+            shuffle=self.train,
+            seed=self.seed,
+            epoch=self.epoch,
+            rank=self.rank,
+            world_size=self.world_size,
+        )
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        device = self.images.device
+        indices = self._indices()
+        augment = self._draw_augmentation(len(indices)) if self.train else None
+        indices = indices.to(device, non_blocking=True)
+        for start in range(0, len(indices), self.batch_size):
+            window = slice(start, start + self.batch_size)
+            batch = indices[window]
+            images = self.images[batch]
+            if augment is not None:
+                images = self._crop_and_flip(images, augment[0][window], augment[1][window])
+            yield self._normalise(images), self.labels[batch]
+
+    def _draw_augmentation(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Crop offsets (n, 2) in [0, 2*pad] and flip flags (n,) for this epoch and rank."""
+        gen = generator(self.seed, self.epoch, self.rank, "augment")
+        offsets = torch.randint(0, 2 * self.pad + 1, (n, 2), generator=gen)
+        flips = torch.rand(n, generator=gen) < 0.5 if self.flip else torch.zeros(n, dtype=torch.bool)
+        device = self.images.device
+        return offsets.to(device, non_blocking=True), flips.to(device, non_blocking=True)
+
+    def _crop_and_flip(self, batch: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+        """One gather from the zero-padded batch: out[b, c, i, j] = padded[b, c, dy + i, col(j)],
+        with col(j) = dx + j, or dx + W-1-j when flipped."""
+        padded = F.pad(batch, (self.pad,) * 4)
+        rows = offsets[:, :1] + self._rows
+        cols = offsets[:, 1:] + torch.where(flips[:, None], self._cols.flip(0), self._cols)
+        return padded[self._items[: len(batch)], self._channels, rows[:, None, :, None], cols[:, None, None, :]]
+
+    def _normalise(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 -> float32 in [0, 1] -> (x - mean) / std, as ToTensor + Normalize."""
+        return batch.float().div_(255).sub_(self.mean).div_(self.std)
+
+
+class InMemoryDataset(Dataset):
+    """Train and test splits as uint8 (N, C, H, W) tensors and int64 labels on `device`."""
+
+    def __init__(
+        self,
+        name: str,
+        train: tuple[torch.Tensor, torch.Tensor],
+        test: tuple[torch.Tensor, torch.Tensor],
+        *,
+        num_classes: int,
+        input_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        pad: int,
+        flip: bool,
+        device: torch.device,
+    ) -> None:
+        channels, height, width = train[0].shape[1:]
+        if (height, width) != (input_size, input_size):
+            raise UserError(
+                f"dataset.input_size={input_size} but {name} images are {height}x{width}: "
+                f"set dataset.input_size={height} (in-memory datasets are not resized)"
+            )
+        top = int(max(train[1].max(), test[1].max()))
+        if top >= num_classes or min(train[1].min(), test[1].min()) < 0:
+            raise UserError(
+                f"dataset.num_classes={num_classes} but {name} has labels up to {top}: "
+                f"set dataset.num_classes={top + 1}"
+            )
+        if len(mean) != channels or len(std) != channels or min(std) <= 0:
+            raise UserError(
+                f"dataset.mean and dataset.std need {channels} values each (std > 0), "
+                f"got {list(mean)} and {list(std)}: fix them in the dataset config"
+            )
+        if pad < 0:
+            raise UserError(f"dataset.pad must be >= 0, got {pad}: set dataset.pad=4 (or 0 to disable cropping)")
+        self.name, self.num_classes = name, num_classes
+        self.input_shape = tuple(train[0].shape[1:])
+        self.num_train, self.num_test = len(train[1]), len(test[1])
+        self.pad, self.flip = pad, flip
+        self.splits = {
+            split: (images.to(device).contiguous(), labels.to(device, torch.int64))
+            for split, (images, labels) in {"train": train, "test": test}.items()
+        }
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+
+    @classmethod
+    def from_config(
+        cls,
+        cfg: DictConfig,
+        train: tuple[torch.Tensor, torch.Tensor],
+        test: tuple[torch.Tensor, torch.Tensor],
+        device: torch.device,
+    ) -> InMemoryDataset:
+        """Keep the first `limit_train`/`limit_test` rows and apply the config's transform keys."""
+        (train_images, train_labels), (test_images, test_labels) = train, test
+        n_train, n_test = options.limit(cfg, "train"), options.limit(cfg, "test")
+        return cls(
+            str(cfg.name),
+            (train_images[:n_train], train_labels[:n_train]),
+            (test_images[:n_test], test_labels[:n_test]),
+            num_classes=int(cfg.num_classes),
+            input_size=int(cfg.input_size),
+            mean=list(cfg.mean),
+            std=list(cfg.std),
+            pad=int(cfg.pad),
+            flip=bool(cfg.flip),
+            device=device,
+        )
+
+    def loader(
+        self,
+        split: str,
+        batch_size: int,
+        *,
+        train: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> TensorLoader:
+        images, labels = self.splits[choose("split", split, self.splits)]
+        return TensorLoader(
+            images,
+            labels,
+            batch_size,
+            train=train,
+            mean=self.mean,
+            std=self.std,
+            pad=self.pad,
+            flip=self.flip,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+        )

@@ -1,0 +1,49 @@
+"""Which samples a rank visits in an epoch, as a pure function of (seed, epoch, rank).
+
+Both loaders (in-memory tensors and image folders) draw their order here, so a resumed
+run and an uninterrupted one see the same batches, and every loader shards the same way:
+
+- training (shuffled): one permutation per epoch, shared by all ranks, padded by repeating
+  its head to a multiple of `world_size`; rank r takes every world_size-th entry starting
+  at r.  Shards are disjoint up to the padding and all ranks run the same number of steps
+  (the `DistributedSampler` scheme, so DDP's collectives never wait on a missing rank).
+- evaluation (fixed order): rank r takes `range(r, n, world_size)`.  No padding, so the
+  shards cover every sample exactly once and accuracy summed over ranks is exact; ranks
+  may differ by one sample, so evaluation must reduce counts once at the end rather than
+  per batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+
+def derive_seed(*parts: int | str) -> int:
+    """A 63-bit seed determined by `parts`, stable across processes and Python versions.
+
+    Hashing (rather than e.g. `seed + epoch`) keeps the streams of neighbouring seeds,
+    epochs and ranks unrelated.
+    """
+    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def generator(*parts: int | str) -> torch.Generator:
+    """A CPU generator seeded by `derive_seed(*parts)`."""
+    return torch.Generator().manual_seed(derive_seed(*parts))
+
+
+def shard_indices(
+    n: int, *, shuffle: bool, seed: int, epoch: int, rank: int, world_size: int
+) -> torch.Tensor:
+    """Indices (int64, CPU) of the `n` samples that `rank` visits in `epoch`, in order."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in [0, {world_size})")
+    if not shuffle:
+        return torch.arange(rank, n, world_size)
+    order = torch.randperm(n, generator=generator(seed, epoch, "order"))
+    total = -(-n // world_size) * world_size
+    order = order.repeat(-(-total // n))[:total]
+    return order[rank::world_size]

@@ -1,0 +1,20 @@
+"""The one exception type for bad input.
+
+A `UserError` is raised for anything the user can fix (an unknown name, a ratio out of
+range, a missing dataset, a broken checkpoint).  Entry points print its message as one
+line and exit with status 2; nothing is written to the results CSV.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Bad input, reported as one line that names the key and the fix."""
+
+
+def choose(kind: str, name: str, valid: "list[str] | dict") -> str:
+    """Return `name` if it is one of `valid`, else raise a `UserError` listing the valid names."""
+    names = sorted(valid)
+    if name not in names:
+        raise UserError(f"unknown {kind} '{name}': choose one of {', '.join(names)}")
+    return name

@@ -1,0 +1,28 @@
+"""The run record (design.md, "Result"): metrics.json, the results CSV, history.csv, W&B.
+
+The files on disk are the record; W&B is a mirror of them.
+"""
+
+from prunelab.record.files import write_json_atomic
+from prunelab.record.history import HistoryWriter
+from prunelab.record.provenance import command_line, device_name, git_sha, utc_timestamp
+from prunelab.record.results import DEFAULT_RESULTS_CSV, append_row, read_results
+from prunelab.record.schema import FLOAT_FIELDS, INT_FIELDS, RESULT_FIELDS
+from prunelab.record.wandb_mirror import Mirror, open_mirror
+
+__all__ = [
+    "DEFAULT_RESULTS_CSV",
+    "FLOAT_FIELDS",
+    "INT_FIELDS",
+    "RESULT_FIELDS",
+    "HistoryWriter",
+    "Mirror",
+    "append_row",
+    "command_line",
+    "device_name",
+    "git_sha",
+    "open_mirror",
+    "read_results",
+    "utc_timestamp",
+    "write_json_atomic",
+]

@@ -1,0 +1,86 @@
+"""The results CSV: one row per run, appended safely by many concurrent jobs.
+
+Every writer takes an exclusive lock on ``<csv>.lock`` and appends its whole row in one
+fsynced write, so rows from parallel multirun or SLURM jobs are never lost, duplicated or
+interleaved.  Columns are `RESULT_FIELDS`, in that order.
+"""
+
+from __future__ import annotations
+
+import csv
+import numbers
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from prunelab.errors import UserError
+from prunelab.record.files import append_csv_line, check_header, csv_line
+from prunelab.record.schema import FLOAT_FIELDS, INT_FIELDS, RESULT_FIELDS
+
+DEFAULT_RESULTS_CSV = "results/runs.csv"  # config key: results.csv
+
+
+def _checked(field: str, value: Any) -> Any:
+    """`value` if its type suits the column `field`, else a `UserError`."""
+    if value is None:
+        return None
+    if field in INT_FIELDS and not isinstance(value, numbers.Integral):
+        raise UserError(f"result column '{field}' takes an integer, got {value!r}")
+    if field in FLOAT_FIELDS and not isinstance(value, numbers.Real):
+        raise UserError(f"result column '{field}' takes a number, got {value!r}")
+    return value
+
+
+def append_row(csv_path: str | os.PathLike[str], row: Mapping[str, Any]) -> None:
+    """Append `row` (exactly the keys of `RESULT_FIELDS`) to the results CSV at `csv_path`.
+
+    Creates the file (with its header) and its parent folders if needed.  Raises a
+    `UserError` for missing or unknown keys, a value of the wrong type, or an existing file
+    whose header differs (the file is never rewritten).
+    """
+    missing = [f for f in RESULT_FIELDS if f not in row]
+    unknown = sorted(set(row) - set(RESULT_FIELDS))
+    if missing or unknown:
+        raise UserError(
+            f"result row: missing keys [{', '.join(missing)}], unknown keys [{', '.join(unknown)}]; "
+            "a row has exactly the columns of prunelab.record.schema.RESULT_FIELDS"
+        )
+    line = csv_line(_checked(f, row[f]) for f in RESULT_FIELDS)
+    path = Path(csv_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{path}.lock"):
+        append_csv_line(path, RESULT_FIELDS, line)
+
+
+def _parse(field: str, text: str) -> Any:
+    """A CSV cell back to its value: empty -> None, typed by `INT_FIELDS` / `FLOAT_FIELDS`."""
+    if text == "":
+        return None
+    if field in INT_FIELDS:
+        return int(text)
+    if field in FLOAT_FIELDS:
+        return float(text)
+    return text
+
+
+def read_results(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The rows of the results CSV at `path`, typed back (empty cells are None)."""
+    path = Path(path)
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None:
+            return []
+        check_header(path, header, RESULT_FIELDS)
+        rows = []
+        for cells in reader:
+            if len(cells) != len(RESULT_FIELDS):
+                raise UserError(
+                    f"{path}:{reader.line_num}: {len(cells)} fields instead of "
+                    f"{len(RESULT_FIELDS)}; repair or delete that line"
+                )
+            rows.append({f: _parse(f, c) for f, c in zip(RESULT_FIELDS, cells)})
+        return rows

@@ -1,0 +1,43 @@
+"""`python -m prunelab.report [CSV ...] [--results-dir results] [--out results]`.
+
+Reads every results CSV under --results-dir (plus the CSVs given), and writes the paper tables
+to <out>/tables/<table>.md and .tex and their plots to <out>/plots/.  Bad input is reported as
+one line (file, line, column) with exit status 2, and nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from prunelab.errors import UserError
+from prunelab.report.build import build_report
+from prunelab.report.files import write_outputs
+from prunelab.report.frame import PAPER_NUMBERS, find_result_csvs
+
+
+def main(argv: list[str] | None = None) -> int:
+    description = " ".join(__doc__.split("\n\n")[1].split())
+    parser = argparse.ArgumentParser(prog="python -m prunelab.report", description=description)
+    parser.add_argument("csvs", nargs="*", type=Path, help="results CSVs to read besides those under --results-dir")
+    parser.add_argument("--results-dir", type=Path, default=Path("results"), help="where results CSVs are found")
+    parser.add_argument("--out", type=Path, default=Path("results"), help="where tables/ and plots/ are written")
+    parser.add_argument("--tables", type=Path, default=Path("conf/tables"), help="folder of table configs")
+    parser.add_argument("--paper-numbers", type=Path, help=f"default: <results-dir>/{PAPER_NUMBERS}")
+    args = parser.parse_args(argv)
+    csvs = [*find_result_csvs(args.results_dir), *args.csvs]
+    try:
+        outputs = build_report(csvs, args.paper_numbers or args.results_dir / PAPER_NUMBERS, args.tables)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    write_outputs(outputs, args.out)
+    tables = sum(name.endswith(".md") for name in outputs)
+    plots = sum(name.endswith(".png") for name in outputs)
+    print(f"{len(csvs)} results CSV(s) -> {tables} tables (.md, .tex) and {plots} plots under {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""From results CSVs to the contents of results/tables and results/plots, rendered in memory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prunelab.errors import UserError
+from prunelab.report.frame import load_paper_numbers, load_results
+from prunelab.report.plots import png_bytes, table_figures
+from prunelab.report.spec import load_table_specs
+from prunelab.report.tables import render_latex, render_markdown, summarize
+
+
+def build_report(result_csvs: list[Path], paper_csv: Path, tables_dir: Path, plots: bool = True) -> dict[str, bytes]:
+    """Every table (.md, .tex) and plot (.png), as paths relative to the output dir -> bytes.
+
+    Loads and validates all inputs before rendering anything, so a bad CSV or config raises
+    a `UserError` and nothing is produced.
+    """
+    runs = load_results(result_csvs)
+    paper = load_paper_numbers(paper_csv)
+    specs = load_table_specs(tables_dir, set(paper["key"]))
+    if not specs:
+        raise UserError(f"{tables_dir}: no table configs (*.yaml)")
+    outputs: dict[str, bytes] = {}
+    for spec in specs:
+        summary = summarize(runs, spec, paper)
+        outputs[f"tables/{spec.name}.md"] = render_markdown(summary, spec, paper).encode()
+        outputs[f"tables/{spec.name}.tex"] = render_latex(summary, spec).encode()
+        for stem, figure in table_figures(summary, spec, paper) if plots else ():
+            outputs[f"plots/{stem}.png"] = png_bytes(figure)
+    return outputs

@@ -1,0 +1,296 @@
+"""Paper tables: runs grouped into rows (mean ± std over seeds) beside the papers' own numbers.
+
+`summarize` gives the numbers (one row per table line); `render_markdown` and `render_latex`
+print them.  A table line is one of three kinds:
+
+- ``run``: a group of runs (equal values in `TableSpec.keys`), joined with the paper row(s)
+  of every declared row whose `match` it meets (one line per paper key);
+- ``missing``: a declared row with `match` that no run meets yet (the paper's numbers alone);
+- ``reference``: a declared row without `match` (a paper's number shown for comparison).
+
+Runs of different code versions that share a group are averaged; the `git` column lists
+every commit in the group (add ``git_sha`` to `group_by` to split them instead).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import pandas as pd
+
+from prunelab.report.frame import QUALIFIERS, extra_values
+from prunelab.report.spec import COLUMN_LABELS, TableSpec
+
+# paper metric -> summary column
+PAPER_COLUMNS: dict[str, str] = {
+    "acc": "paper_acc",
+    "base_acc": "paper_base_acc",
+    "params": "paper_params",
+    "macs": "paper_macs",
+    "params_reduction": "paper_params_red",
+    "macs_reduction": "paper_macs_red",
+}
+# gap column -> (ours, paper's)
+GAPS: dict[str, tuple[str, str]] = {
+    "gap_acc": ("acc", "paper_acc"),
+    "gap_params_red": ("params_red", "paper_params_red"),
+    "gap_macs_red": ("macs_red", "paper_macs_red"),
+}
+_SCALE = {"%": 1.0, "pp": 1.0, "K": 1e3, "M": 1e6, "B": 1e9}
+_TEXT_COLUMNS = frozenset(
+    {"method", "model", "dataset", "target", "recipe", "data", "device", "git", "paper", "epochs"}
+)
+_TEX_SYMBOLS = {"±": r"$\pm$", "—": "--", "Δ": r"$\Delta$", "↓": r"$\downarrow$", "≤": r"$\leq$"}
+
+
+def mean_std(frame: pd.DataFrame, by: Iterable[str], column: str) -> pd.DataFrame:
+    """Mean, sample std (NaN for a single value) and count of `column` per group of `by`."""
+    grouped = frame.groupby(list(by), sort=True, dropna=False)[column]
+    return grouped.agg(mean="mean", std="std", count="count").reset_index()
+
+
+def _as_text(series: pd.Series) -> pd.Series:
+    return series.astype("string").fillna("").astype(str)
+
+
+def _short_sha(sha: str) -> str:
+    return re.sub(r"^([0-9a-f]{7})[0-9a-f]*", r"\1", sha)
+
+
+def _joined(values: pd.Series) -> str:
+    return ",".join(sorted({str(v) for v in values.dropna() if str(v)}))
+
+
+def select_runs(runs: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
+    """The runs of a table, with `extra.<key>` columns and per-run `acc`, `delta` and reductions (%)."""
+    frame = runs.copy()
+    for column in dict.fromkeys([*spec.where, *spec.group_by]):
+        if column.startswith("extra."):
+            frame[column] = extra_values(frame, column.removeprefix("extra."))
+    keep = pd.Series(True, index=frame.index)
+    for column, values in spec.where.items():
+        keep &= _as_text(frame[column]).isin(values)
+    frame = frame[keep].copy()
+    frame["acc"] = frame["acc_final"]
+    frame["delta"] = frame["acc_final"] - frame["base_acc"]
+    frame["params_count"] = frame[spec.params].astype("float64")
+    frame["params_red"] = 100 * (1 - frame["params_count"] / frame[f"base_{spec.params}"].astype("float64"))
+    frame["macs_red"] = 100 * (1 - frame["macs"].astype("float64") / frame["base_macs"].astype("float64"))
+    return frame
+
+
+def _group_stats(runs: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
+    frame = select_runs(runs, spec)
+    keys = list(spec.keys)
+    for column in keys:
+        frame[column] = _as_text(frame[column])
+    frame["git"] = frame["git_sha"].map(_short_sha)
+    stats = frame.groupby(keys, sort=True, dropna=False).agg(
+        seeds=("seed", "nunique"),
+        runs=("seed", "size"),
+        acc=("acc", "mean"),
+        acc_std=("acc", "std"),
+        acc_compressed=("acc_compressed", "mean"),
+        acc_compressed_std=("acc_compressed", "std"),
+        acc_best=("acc_best", "mean"),
+        base_acc=("base_acc", "mean"),
+        delta=("delta", "mean"),
+        params=("params_count", "mean"),
+        params_red=("params_red", "mean"),
+        macs=("macs", "mean"),
+        macs_red=("macs_red", "mean"),
+        epochs=("epochs_finetune", _joined),
+        git=("git", _joined),
+    )
+    return stats.reset_index()
+
+
+def _matches(match: dict[str, tuple[str, ...]], line: dict[str, Any]) -> bool:
+    return all(line[column] in values for column, values in match.items())
+
+
+def _lines(stats: pd.DataFrame, spec: TableSpec, paper: pd.DataFrame) -> list[dict[str, Any]]:
+    """Table lines in order: declared rows first (in config order), then unmatched groups."""
+    ordered: list[tuple[tuple[int, int], dict[str, Any]]] = []
+    used: set[int] = set()
+    for position, group in enumerate(stats.to_dict("records")):
+        hits: dict[str, int] = {}  # paper key -> first declared row that pairs it with this group
+        for i, row in enumerate(spec.rows):
+            if row.match and _matches(row.match, group):
+                used.add(i)
+                for key in row.paper or ("",):
+                    hits.setdefault(key, i)
+        for key, i in (hits or {"": len(spec.rows)}).items():
+            ordered.append(((i, position), {**group, "kind": "run", "paper": key}))
+    identity = paper.drop_duplicates("key").set_index("key")[["method", "model", "dataset"]]
+    for i, row in enumerate(spec.rows):
+        if i in used:
+            continue
+        for key in row.paper or ("",):
+            known = identity.loc[key].to_dict() if key else {}
+            if row.match:  # the run we lack: what `match` fixes, model and dataset of the paper row
+                known = {"model": known.get("model", ""), "dataset": known.get("dataset", "")}
+                known.update({column: values[0] for column, values in row.match.items() if len(values) == 1})
+            ordered.append(((i, -1), {**known, "kind": "missing" if row.match else "reference", "paper": key}))
+    return [line for _, line in sorted(ordered, key=lambda item: item[0])]
+
+
+def _paper_values(paper: pd.DataFrame) -> dict[tuple[str, str], tuple[float, str]]:
+    """(key, metric) -> (value in table units, NaN if only a bound; text as printed)."""
+    values = {}
+    for row in paper.itertuples(index=False):
+        scale = _SCALE[row.unit] if row.metric in ("params", "macs") else 1.0
+        exact = row.value * scale if not row.qualifier else math.nan
+        unit = row.unit if row.unit in ("K", "M", "B") else ""
+        values[row.key, row.metric] = (exact, f"{QUALIFIERS[row.qualifier]}{row.value_text}{unit}")
+    return values
+
+
+def summarize(runs: pd.DataFrame, spec: TableSpec, paper: pd.DataFrame) -> pd.DataFrame:
+    """The numbers of one table, one row per line.
+
+    Accuracies, reductions and `delta` are in percent; gaps (ours − paper) in percentage points;
+    `params`/`macs` and `paper_params`/`paper_macs` are counts.  `paper_<x>_text` holds the
+    paper's figure as printed (with ≤/< for bounds, whose numeric column stays empty).
+    """
+    stats = _group_stats(runs, spec)
+    lines = _lines(stats, spec, paper)
+    columns = [*spec.keys, "kind", *stats.columns.difference([*spec.keys], sort=False), "paper"]
+    out = pd.DataFrame.from_records(lines, columns=list(dict.fromkeys(columns)))
+    values = _paper_values(paper)
+    for metric, column in PAPER_COLUMNS.items():
+        found = [values.get((key, metric), (math.nan, "")) for key in out["paper"]]
+        out[column] = pd.Series([v for v, _ in found], index=out.index, dtype="float64")
+        out[f"{column}_text"] = pd.Series([t for _, t in found], index=out.index, dtype=str)
+    for gap, (ours, theirs) in GAPS.items():
+        out[gap] = out[ours].astype("float64") - out[theirs]
+    text = [*spec.keys, "kind", "paper", "git", "epochs", *(f"{c}_text" for c in PAPER_COLUMNS.values())]
+    for column in out.columns:
+        out[column] = out[column].fillna("").astype(str) if column in text else out[column].astype("float64")
+    return out
+
+
+def _num(value: float, digits: int, signed: bool = False) -> str:
+    if math.isnan(value):
+        return ""
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def _count(value: float) -> str:
+    """A parameter or MAC count as papers print it: 0.85M, 125.49M, 4.11B."""
+    if math.isnan(value):
+        return ""
+    for threshold, scale, suffix in ((1e9, 1e9, "B"), (1e5, 1e6, "M"), (1e3, 1e3, "K")):
+        if value >= threshold:
+            return f"{value / scale:.2f}{suffix}"
+    return f"{value:.0f}"
+
+
+def _mean_std(mean: float, std: float) -> str:
+    if math.isnan(mean):
+        return ""
+    return f"{mean:.2f} ± {'—' if math.isnan(std) else f'{std:.2f}'}"
+
+
+def _seeds(line: pd.Series) -> str:
+    if line["kind"] != "run":
+        return "0" if line["kind"] == "missing" else ""
+    seeds, runs = int(line["seeds"]), int(line["runs"])
+    return f"{seeds}" if seeds == runs else f"{seeds} ({runs} runs)"
+
+
+_FORMATS: dict[str, Callable[[pd.Series], str]] = {
+    "seeds": _seeds,
+    "acc": lambda r: _mean_std(r["acc"], r["acc_std"]),
+    "acc_compressed": lambda r: _mean_std(r["acc_compressed"], r["acc_compressed_std"]),
+    "acc_best": lambda r: _num(r["acc_best"], 2),
+    "base_acc": lambda r: _num(r["base_acc"], 2),
+    "delta": lambda r: _num(r["delta"], 2, signed=True),
+    "params": lambda r: _count(r["params"]),
+    "macs": lambda r: _count(r["macs"]),
+    "params_red": lambda r: _num(r["params_red"], 1),
+    "macs_red": lambda r: _num(r["macs_red"], 1),
+    "gap_acc": lambda r: _num(r["gap_acc"], 2, signed=True),
+    "gap_params_red": lambda r: _num(r["gap_params_red"], 1, signed=True),
+    "gap_macs_red": lambda r: _num(r["gap_macs_red"], 1, signed=True),
+    **{column: (lambda r, c=column: r[f"{c}_text"]) for column in PAPER_COLUMNS.values()},
+}
+
+
+def _display_columns(spec: TableSpec) -> list[str]:
+    """The columns a table shows, in order: the `group_by` columns follow `target`."""
+    columns = list(spec.columns)
+    at = columns.index("target") + 1 if "target" in columns else 0
+    columns[at:at] = spec.group_by
+    return columns
+
+
+def _label(column: str) -> str:
+    return COLUMN_LABELS.get(column, column.removeprefix("extra."))
+
+
+def display_frame(summary: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
+    """The table as text cells under their headers."""
+    cells = {}
+    for column in _display_columns(spec):
+        formatter = _FORMATS.get(column, lambda r, c=column: r[c])
+        cells[_label(column)] = [formatter(line) for _, line in summary.iterrows()]
+    return pd.DataFrame(cells, columns=list(cells), dtype=str)
+
+
+def _paper_sources(summary: pd.DataFrame, paper: pd.DataFrame) -> list[str]:
+    """One line per source: the source, then the keys of this table quoted from it."""
+    sources = paper.drop_duplicates("key").set_index("key")["source"]
+    keys: dict[str, list[str]] = {}
+    for key in dict.fromkeys(k for k in summary["paper"] if k):
+        keys.setdefault(sources[key], []).append(f"`{key}`")
+    return [f"- {source}: {', '.join(listed)}" for source, listed in keys.items()]
+
+
+def render_markdown(summary: pd.DataFrame, spec: TableSpec, paper: pd.DataFrame) -> str:
+    """The table as a Markdown page: title, conventions, the table, notes and paper sources."""
+    params = "parameters counting BatchNorm" if spec.params == "params" else "parameters without BatchNorm"
+    cells = display_frame(summary, spec).map(lambda s: s.replace("|", r"\|").replace("*", r"\*"))
+    parts = [f"# {spec.title}", ""]
+    if spec.source:
+        parts += [f"Paper: {spec.source}", ""]
+    parts += [
+        f"Generated by `python -m prunelab.report` from the recorded runs; edit `conf/tables/{spec.name}.yaml`,"
+        " not this file.",
+        "",
+        f"- One row per ({', '.join(k.removeprefix('extra.') for k in spec.keys)}): runs of different recipes,"
+        " data or devices are never averaged together; `git` lists the commits a row averages.",
+        "- acc: top-1 % on the test split after the final epoch, mean ± sample std over seeds (— for one seed);"
+        " Δ acc = acc − base acc (the dense baseline).",
+        f"- params: {params}; MACs: conv + linear multiply-accumulates (the papers' \"FLOPs\");"
+        " ↓: reduction 1 − compressed/dense in %; gap: ours − paper in percentage points.",
+        "- data: dataset[train images/test images] the runs loaded; seeds 0: declared but not run yet;"
+        " no seeds: the paper's number alone.",
+        "",
+        cells.to_markdown(index=False, disable_numparse=True),
+    ]
+    notes = list(spec.notes)
+    if not (summary["kind"] == "run").any():
+        notes.append("No recorded run matches this table yet.")
+    if summary["git"].str.contains(",").any():
+        notes.append("Rows whose `git` lists several commits average runs of different code versions.")
+    if notes:
+        parts += ["", "Notes:", "", *(f"- {note}" for note in notes)]
+    sources = _paper_sources(summary, paper)
+    if sources:
+        parts += ["", "Paper rows (conventions and reading notes in results/paper_numbers.csv):", "", *sources]
+    return "\n".join(parts) + "\n"
+
+
+def render_latex(summary: pd.DataFrame, spec: TableSpec) -> str:
+    """The table as a booktabs `tabular` (conventions and notes are in the Markdown page)."""
+    cells = display_frame(summary, spec)
+    align = "".join("l" if c in _TEXT_COLUMNS or c in spec.group_by else "r" for c in _display_columns(spec))
+    styler = cells.style.hide(axis="index").format(escape="latex").format_index(escape="latex", axis=1)
+    tex = styler.to_latex(hrules=True, column_format=align)
+    for symbol, command in _TEX_SYMBOLS.items():
+        tex = tex.replace(symbol, command)
+    return f"% {spec.title}\n% Generated by `python -m prunelab.report`; see {spec.name}.md for conventions.\n{tex}"

@@ -1,0 +1,59 @@
+"""The callback contract of the training loop (design.md, "Callback").
+
+Method-specific training behaviour (LRPET's projection, a threshold ramp, pruning rounds,
+distillation) lives in callbacks, never as special cases inside the loop.  Every hook is a
+no-op by default; a callback overrides only what it needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass
+class TrainState:
+    """What the loop exposes to callbacks.  `model` is the unwrapped module (no DDP/compile)."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    device: torch.device
+    epoch: int = 0  # 0-based epoch being run
+    epochs: int = 0  # total epochs of this phase
+    step: int = 0  # optimizer steps taken so far in this phase (global)
+    step_in_epoch: int = 0  # steps taken so far in the current epoch
+    steps_per_epoch: int = 0
+    phase: str = "finetune"  # "baseline" | "finetune" | "scratch"
+    metrics: dict[str, Any] = field(default_factory=dict)  # last epoch's history row
+
+
+class Callback:
+    """Base class: override the hooks you need."""
+
+    def on_fit_start(self, state: TrainState) -> None:
+        """Once, before the first epoch (also when resuming)."""
+
+    def on_epoch_start(self, state: TrainState) -> None:
+        """Before the first step of `state.epoch`."""
+
+    def extra_loss(
+        self, state: TrainState, images: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor
+    ) -> torch.Tensor | None:
+        """A term added to the classification loss of this step (e.g. distillation)."""
+        return None
+
+    def on_step_end(self, state: TrainState) -> None:
+        """After each optimizer step."""
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        """After the last step of an epoch, before the epoch's evaluation and checkpoint."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """State saved in each epoch checkpoint, so a resumed run continues identically."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned."""

@@ -1,0 +1,253 @@
+"""The reporting layer on synthetic result rows: grouping, paper join, validation, regeneration."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from prunelab.errors import UserError
+from prunelab.record.schema import RESULT_FIELDS
+from prunelab.report import build_report, load_paper_numbers, load_results, load_table_specs, summarize
+from prunelab.report.__main__ import main
+from prunelab.report.frame import PAPER_FIELDS, find_result_csvs
+from prunelab.report.spec import RowSpec, TableSpec
+from prunelab.report.tables import display_frame, render_latex, render_markdown
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPER_CSV = ROOT / "results" / "paper_numbers.csv"
+TABLES = ROOT / "conf" / "tables"
+
+R56 = "[0.]+[0.15]*2+[0.4]*27"
+
+
+def run(**fields: object) -> dict[str, str]:
+    """One results-CSV row of a small nuclear-norm run; `fields` override columns."""
+    row = {
+        "method": "nuclear", "model": "resnet56", "dataset": "cifar10", "seed": "0", "target": R56,
+        "base_params": "853018", "base_params_no_bn": "848954", "base_macs": "125485696",
+        "params": "485413", "params_no_bn": "482000", "macs": "65168128",
+        "params_reduction": "0.4309", "macs_reduction": "0.4807",
+        "base_acc": "93.00", "acc_compressed": "60.00", "acc_final": "93.50", "acc_best": "93.60",
+        "epochs_baseline": "2", "epochs_finetune": "1", "train_time_s": "12.5",
+        "device": "cpu: test", "git_sha": "a" * 40, "command": "python run.py", "run_dir": "outputs/run",
+        "experiment": "energy_aware_cifar10", "recipe": "smoke", "data": "cifar10[4660/932]",
+        "timestamp": "2025-01-01T00:00:00Z", "extra": "{}",
+    }
+    row.update({key: str(value) for key, value in fields.items()})
+    return row
+
+
+def write_csv(path: Path, rows: list[dict[str, str]], fields: tuple[str, ...] = RESULT_FIELDS) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(fields), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def paper_row(key: str, metric: str, value: str, qualifier: str = "", unit: str = "%") -> dict[str, str]:
+    return {
+        "key": key, "paper": "toy", "table": "Table 1", "method": "nuclear", "model": "resnet56", "dataset": "cifar10",
+        "metric": metric, "value": value, "unit": unit, "qualifier": qualifier, "convention": "top-1",
+        "source": "arXiv:0000.00000, Table 1", "notes": "",
+    }
+
+
+@pytest.fixture
+def paper(tmp_path: Path):
+    rows = [
+        paper_row("toy:r56", "acc", "94.00"),
+        paper_row("toy:r56", "macs_reduction", "47.4"),
+        paper_row("toy:r56", "macs", "65.94", unit="M"),
+        paper_row("toy:r56b", "acc", "93.00"),
+        paper_row("toy:bound", "params_reduction", "98.9", qualifier="up to"),
+        paper_row("toy:dense", "acc", "93.26"),
+    ]
+    return load_paper_numbers(write_csv(tmp_path / "paper.csv", rows, PAPER_FIELDS))
+
+
+def spec(**fields: object) -> TableSpec:
+    return TableSpec(**{"name": "toy", "title": "Toy table", "params": "params", **fields})
+
+
+def runs_of(tmp_path: Path, rows: list[dict[str, str]]):
+    return load_results([write_csv(tmp_path / "runs.csv", rows)])
+
+
+def test_mean_std_and_count_per_group(tmp_path: Path, paper) -> None:
+    rows = [run(seed=s, acc_final=a) for s, a in ((0, 93.0), (1, 93.5), (2, 94.0))] + [run(method="l1", acc_final=92.0)]
+    summary = summarize(runs_of(tmp_path, rows), spec(), paper).set_index("method")
+    assert summary.loc["nuclear", "seeds"] == 3
+    assert summary.loc["nuclear", "acc"] == pytest.approx(93.5)
+    assert summary.loc["nuclear", "acc_std"] == pytest.approx(0.5)
+    assert summary.loc["nuclear", "delta"] == pytest.approx(0.5)
+    assert summary.loc["nuclear", "macs_red"] == pytest.approx(100 * (1 - 65168128 / 125485696))
+    assert summary.loc["l1", "seeds"] == 1 and math.isnan(summary.loc["l1", "acc_std"])
+
+
+def test_single_seed_shows_a_dash_and_repeated_seeds_are_counted(tmp_path: Path, paper) -> None:
+    rows = [run(), run(seed=1, run_dir="a"), run(seed=1, run_dir="b", acc_final=94.5)]
+    cells = display_frame(summarize(runs_of(tmp_path, rows[:1]), spec(), paper), spec())
+    assert cells.loc[0, "acc %"] == "93.50 ± —" and cells.loc[0, "seeds"] == "1"
+    cells = display_frame(summarize(runs_of(tmp_path, rows), spec(), paper), spec())
+    assert cells.loc[0, "seeds"] == "2 (3 runs)"
+
+
+def test_recipes_data_and_devices_are_never_merged(tmp_path: Path, paper) -> None:
+    rows = [run(), run(recipe="hrankplus_finetune"), run(data="cifar10[50000/10000]"), run(device="cuda: H100"),
+            run(seed=1, git_sha="b" * 40)]
+    summary = summarize(runs_of(tmp_path, rows), spec(), paper)
+    assert len(summary) == 4
+    merged = summary[(summary["recipe"] == "smoke") & (summary["device"] == "cpu: test")
+                     & (summary["data"] == "cifar10[4660/932]")]
+    assert merged["git"].tolist() == ["aaaaaaa,bbbbbbb"]
+    assert "several commits" in render_markdown(summary, spec(), paper)
+    split = summarize(runs_of(tmp_path, rows), spec(group_by=("git_sha",)), paper)
+    assert len(split) == 5
+
+
+def test_paper_join_gap_missing_and_reference_rows(tmp_path: Path, paper) -> None:
+    match = {"method": ("nuclear",), "model": ("resnet56",), "target": (R56,)}
+    table = spec(rows=(
+        RowSpec(match, ("toy:r56", "toy:r56b")),
+        RowSpec({"method": ("nuclear",), "target": ("ratio=0.9",)}, ("toy:r56",)),
+        RowSpec({}, ("toy:dense",)),
+    ))
+    summary = summarize(runs_of(tmp_path, [run(acc_final=93.5), run(seed=1, acc_final=94.5)]), table, paper)
+    assert summary["kind"].tolist() == ["run", "run", "missing", "reference"]
+    assert summary["paper"].tolist() == ["toy:r56", "toy:r56b", "toy:r56", "toy:dense"]
+    first = summary.iloc[0]
+    assert first["paper_acc"] == 94.0 and first["gap_acc"] == pytest.approx(0.0)
+    assert first["paper_macs"] == pytest.approx(65.94e6) and first["paper_macs_text"] == "65.94M"
+    assert first["gap_macs_red"] == pytest.approx(first["macs_red"] - 47.4)
+    assert summary.iloc[1]["gap_acc"] == pytest.approx(1.0)
+    missing = summary.iloc[2]
+    assert (missing["target"], missing["model"], missing["dataset"]) == ("ratio=0.9", "resnet56", "cifar10")
+    assert math.isnan(missing["acc"]) and missing["paper_acc"] == 94.0
+    cells = display_frame(summary, table)
+    assert cells["seeds"].tolist() == ["2", "2", "0", ""]
+    assert cells["gap acc pp"].tolist() == ["+0.00", "+1.00", "", ""]
+
+
+def test_a_bound_is_shown_but_gives_no_gap(tmp_path: Path, paper) -> None:
+    table = spec(rows=(RowSpec({"method": ("nuclear",)}, ("toy:bound",)),))
+    summary = summarize(runs_of(tmp_path, [run()]), table, paper)
+    assert summary.loc[0, "paper_params_red_text"] == "≤98.9"
+    assert math.isnan(summary.loc[0, "paper_params_red"]) and math.isnan(summary.loc[0, "gap_params_red"])
+
+
+def test_params_column_and_extra_keys(tmp_path: Path, paper) -> None:
+    rows = [run(method="lrpet", extra=f'{{"energy_transfer": {e}, "bn_rectify": true}}', acc_final=90 + i)
+            for i, e in enumerate(("true", "false"))]
+    table = spec(params="params_no_bn", group_by=("extra.energy_transfer",), where={"extra.bn_rectify": ("true",)})
+    summary = summarize(runs_of(tmp_path, rows), table, paper)
+    assert summary["extra.energy_transfer"].tolist() == ["false", "true"]
+    assert summary["params_red"].iloc[0] == pytest.approx(100 * (1 - 482000 / 848954))
+    header = next(line for line in render_markdown(summary, table, paper).splitlines() if line.startswith("| method"))
+    assert "| target " in header and "| energy_transfer " in header
+
+
+def test_empty_results_give_an_empty_table_with_a_note(paper) -> None:
+    summary = summarize(load_results([]), spec(), paper)
+    assert summary.empty
+    text = render_markdown(summary, spec(), paper)
+    assert "| method" in text and "No recorded run matches this table yet." in text
+    assert "\\begin{tabular}" in render_latex(summary, spec())
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (lambda rows, fields: (rows, fields[:-1]), "runs.csv:1: column 'extra': missing from the header"),
+        (lambda rows, fields: ([rows[0], {**rows[1], "acc_final": "n/a"}], fields),
+         "runs.csv:3: column 'acc_final': expected a number, got 'n/a'"),
+        (lambda rows, fields: ([rows[0], {**rows[1], "seed": "1.5"}], fields),
+         "runs.csv:3: column 'seed': expected an integer, got '1.5'"),
+        (lambda rows, fields: ([{**rows[0], "method": "magic"}, rows[1]], fields),
+         "runs.csv:2: column 'method': unknown method 'magic'"),
+        (lambda rows, fields: ([rows[0], {**rows[1], "extra": "[1]"}], fields), "runs.csv:3: column 'extra'"),
+    ],
+)
+def test_bad_csv_fails_with_one_line_and_writes_nothing(tmp_path: Path, capsys, edit, expected) -> None:
+    rows, fields = edit([run(), run(seed=1)], RESULT_FIELDS)
+    write_csv(tmp_path / "results" / "runs.csv", rows, fields)
+    (tmp_path / "out").mkdir()
+    code = main(["--results-dir", str(tmp_path / "results"), "--out", str(tmp_path / "out"),
+                 "--paper-numbers", str(PAPER_CSV), "--tables", str(TABLES)])
+    error = capsys.readouterr().err
+    assert code == 2 and expected in error and error.count("\n") == 1
+    assert not any((tmp_path / "out").iterdir())
+
+
+def test_bad_table_config_names_the_file(tmp_path: Path, paper) -> None:
+    (tmp_path / "t.yaml").write_text("title: T\nparams: params\nrows:\n  - paper: nowhere:key\n")
+    with pytest.raises(UserError, match=r"t\.yaml: rows\[0\]\.paper: unknown paper key 'nowhere:key'"):
+        load_table_specs(tmp_path, set(paper["key"]))
+    (tmp_path / "t.yaml").write_text("title: T\nparams: params\nsort: yes\n")
+    with pytest.raises(UserError, match=r"t\.yaml: unknown key 'sort'"):
+        load_table_specs(tmp_path, set(paper["key"]))
+
+
+def synthetic_results(results: Path) -> None:
+    """Runs for the energy-aware tables: three seeds per method and rate, two rates."""
+    rows = []
+    for i, (method, shift) in enumerate((("nuclear", 0.3), ("l1", 0.0), ("hrank", 0.1), ("random", -0.6))):
+        for seed in range(3):
+            for target, macs, params in ((R56, 65168128, 485413), ("[0.]+[0.18]*29", 90000000, 660000)):
+                loss = 2.0 if macs < 80e6 else 1.0
+                rows.append(run(method=method, seed=seed, target=target, macs=macs, params=params,
+                                acc_final=93.2 + shift - loss + 0.1 * seed, acc_compressed=40 + 10 * i + seed,
+                                experiment="energy_aware_criteria" if target == R56 else "energy_aware_cifar10"))
+    write_csv(results / "runs.csv", rows)
+
+
+def test_regeneration_is_byte_identical(tmp_path: Path) -> None:
+    synthetic_results(tmp_path / "results")
+    args = ["--results-dir", str(tmp_path / "results"), "--out", str(tmp_path / "out"),
+            "--paper-numbers", str(PAPER_CSV)]
+    assert main([*args, "--tables", str(TABLES)]) == 0
+    again = build_report(find_result_csvs(tmp_path / "results"), PAPER_CSV, TABLES)
+    for name, content in again.items():
+        assert (tmp_path / "out" / name).read_bytes() == content, name
+    plots = sorted(p.name for p in (tmp_path / "out" / "plots").glob("*.png"))
+    assert "energy_aware_cifar10-resnet56-cifar10-macs.png" in plots
+    assert any("criteria" in name for name in plots)
+    assert all((tmp_path / "out" / "plots" / p).read_bytes().startswith(b"\x89PNG") for p in plots)
+
+
+def test_committed_tables_are_current() -> None:
+    committed = ROOT / "results" / "tables"
+    if not any(committed.glob("*.md")):
+        pytest.skip("no committed tables yet: run `python -m prunelab.report` and commit results/tables")
+    outputs = build_report(find_result_csvs(ROOT / "results"), PAPER_CSV, TABLES, plots=False)
+    stale = [name for name, content in outputs.items()
+             if not (ROOT / "results" / name).is_file() or (ROOT / "results" / name).read_bytes() != content]
+    assert not stale, f"stale tables {stale}: run `python -m prunelab.report` and commit results/tables"
+    orphans = {f"tables/{p.name}" for p in committed.iterdir() if p.suffix in (".md", ".tex")} - set(outputs)
+    assert not orphans, f"tables without a config in conf/tables: {sorted(orphans)}"
+
+
+def test_every_paper_number_has_a_source_and_every_config_loads() -> None:
+    paper = load_paper_numbers(PAPER_CSV)
+    assert len(paper) > 0 and (paper["source"].str.strip() != "").all()
+    specs = load_table_specs(TABLES, set(paper["key"]))
+    names = {s.name for s in specs}
+    assert {"energy_aware_cifar10", "energy_aware_criteria", "lrpet_cifar10", "lrpet_ablation"} <= names
+
+
+def test_notebook_runs_headless(tmp_path: Path, monkeypatch) -> None:
+    synthetic_results(tmp_path / "results")
+    monkeypatch.setenv("PRUNELAB_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])))
+    notebook = nbformat.read(ROOT / "notebooks" / "results.ipynb", as_version=4)
+    NotebookClient(notebook, timeout=120, resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+    outputs = [out for cell in notebook.cells if cell.cell_type == "code" for out in cell.outputs]
+    assert not [out for out in outputs if out.output_type == "error"]
+    assert any("image/png" in out.get("data", {}) for out in outputs)
