@@ -1,0 +1,134 @@
+"""Structured (filter) pruning with physical channel removal, one-shot from the dense model.
+
+Per prunable group (surgery.groups): score the filters with a criterion, keep the
+top k = max(1, int(C * (1 - r))) (ties: lower index first), remove the rest, then
+fine-tune.  Rates come from a uniform `ratio` or a per-layer `compress_rate` list in
+HRankPlus's layout (a list or a string such as "[0.]+[0.15]*2+[0.4]*27").
+
+A group written by several convs (a residual stream) combines its members' scores as
+sum_m s_m / mean(s_m): each block weighs equally whatever its scale (our choice; the
+sources prune stage outputs per block, see `stage_mode: independent`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import replace
+
+import torch
+from omegaconf import DictConfig, ListConfig
+from torch import nn
+
+from prunelab.errors import UserError, choose
+from prunelab.methods.base import Context, Method, register
+from prunelab.methods.criteria import CRITERIA
+from prunelab.surgery import STAGE_MODES, ChannelGroup, channel_groups, kept_count, remove_channels
+
+_TERM = re.compile(r"\[\s*([-+0-9.eE]+)\s*\](?:\s*\*\s*(\d+))?")
+
+
+def parse_rates(value: str | Sequence[float], key: str = "method.compress_rate") -> list[float]:
+    """HRankPlus's compress-rate string ("[0.]+[0.18]*29") or a list, as floats in [0, 1)."""
+    if isinstance(value, str):
+        terms = [t.strip() for t in value.split("+")] if value.strip() else []
+        rates: list[float] = []
+        for term in terms:
+            match = _TERM.fullmatch(term)
+            if match is None:
+                raise UserError(f"{key}: cannot read '{term}' in '{value}': write terms like [0.15]*2 joined by +")
+            rates += [float(match.group(1))] * int(match.group(2) or 1)
+    else:
+        rates = [float(r) for r in value]
+    bad = [r for r in rates if not 0.0 <= r < 1.0]
+    if bad:
+        raise UserError(f"{key}: rates must lie in [0, 1), got {bad[0]}")
+    return rates
+
+
+def top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the k largest scores, ascending; among equal scores the lower index is kept."""
+    order = torch.argsort(scores.detach().cpu().float(), descending=True, stable=True)
+    return order[:k].sort().values
+
+
+def group_score(group: ChannelGroup, scores: dict[str, torch.Tensor]) -> torch.Tensor:
+    """One score per channel of the group (see module docstring for several members)."""
+    parts = [scores[m.conv].detach().cpu().double() for m in group.members]
+    if len(parts) == 1:
+        return parts[0]
+    return sum(p / p.mean().clamp_min(1e-12) for p in parts)
+
+
+@register("channel")
+class ChannelPruning(Method):
+    """Criterion-ranked filter pruning (L1, random and the criteria of the energy-aware paper)."""
+
+    @property
+    def label(self) -> str:
+        return str(self.cfg.criterion)
+
+    @property
+    def target(self) -> str:
+        if self.cfg.compress_rate is not None:
+            rates = self.cfg.compress_rate
+            return rates if isinstance(rates, str) else "[" + ",".join(f"{float(r):g}" for r in rates) + "]"
+        return f"ratio={float(self.cfg.ratio):g}" + ("+stages" if self.cfg.stage_outputs else "")
+
+    def __init__(self, cfg: DictConfig) -> None:
+        super().__init__(cfg)
+        choose("method.criterion", str(cfg.criterion), CRITERIA)
+        choose("method.stage_mode", str(cfg.stage_mode), list(STAGE_MODES))
+        choose("method.scoring.feature", str(cfg.scoring.feature), ["post_add", "pre_add"])
+        if not 0.0 <= float(cfg.ratio) < 1.0:
+            raise UserError(f"method.ratio={cfg.ratio} is outside [0, 1): give the fraction of filters to remove")
+        if cfg.compress_rate is not None and not isinstance(cfg.compress_rate, (str, ListConfig, list)):
+            raise UserError("method.compress_rate must be a list of rates or a string like '[0.]+[0.4]*29'")
+
+    def rates(self, groups: list[ChannelGroup]) -> list[float]:
+        """One rate per slot of the model's layout."""
+        slots = max(g.slot for g in groups) + 1
+        if self.cfg.compress_rate is not None:
+            rates = parse_rates(self.cfg.compress_rate)
+            if len(rates) != slots:
+                raise UserError(
+                    f"method.compress_rate has {len(rates)} rates but this model takes {slots} "
+                    f"(groups in order: {', '.join(g.name for g in groups[:4])}, ...)"
+                )
+            return rates
+        pruned = {"inner", "stem", "stage"} if self.cfg.stage_outputs else {"inner"}
+        by_slot = [0.0] * slots
+        for g in groups:
+            if g.kind in pruned:
+                by_slot[g.slot] = float(self.cfg.ratio)
+        return by_slot
+
+    def scoring_batches(self, ctx: Context) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The first `scoring.images` training images (train augmentation if `scoring.augment`)."""
+        sc = self.cfg.scoring
+        loader = ctx.data.loader("train", int(sc.batch_size), train=bool(sc.augment), seed=ctx.seed)
+        loader.set_epoch(0)
+        batches, left = [], int(sc.images)
+        for images, labels in loader:
+            if left <= 0:
+                break
+            batches.append((images[:left], labels[:left]))
+            left -= len(labels)
+        return batches
+
+    def prepare(self, model: nn.Module, ctx: Context) -> nn.Module:
+        mode = str(self.cfg.stage_mode)
+        shape = ctx.data.input_shape
+        groups = channel_groups(model, shape, mode)
+        rates = self.rates(groups)
+        todo = [g for g in groups if rates[g.slot] > 0]
+        if not todo:
+            return model
+        pre_add = self.cfg.scoring.feature == "pre_add"
+        members = [replace(m, feature=m.pre_add) if pre_add and m.pre_add else m for g in todo for m in g.members]
+        score = CRITERIA[str(self.cfg.criterion)]
+        batches = self.scoring_batches(ctx) if score.needs_data else []
+        scores = score(model, members, batches, ctx.seed)
+        keep = {g.name: top_k(group_score(g, scores), kept_count(g.channels, rates[g.slot])) for g in todo}
+        ctx.extra.update({"criterion": str(self.cfg.criterion), "stage_mode": mode})
+        return remove_channels(model, groups, keep, shape, mode)

@@ -1,0 +1,128 @@
+"""One run, top to bottom (design.md, "One path for every run").
+
+    config -> data -> model -> dense baseline -> method.prepare -> train -> method.finalize
+           -> measure -> record
+
+`run(cfg, run_dir, command)` is the only caller of each stage; `run.py` hands it the
+composed Hydra config.  A UserError anywhere before `record` leaves no row behind.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from prunelab.data import build_dataset
+from prunelab.errors import UserError
+from prunelab.measure import Cost, count
+from prunelab.methods.base import Context, Method, build_method
+from prunelab.models import build_model
+from prunelab.record import (
+    HistoryWriter, append_row, device_name, git_sha, open_mirror, utc_timestamp, write_json_atomic,
+)
+from prunelab.train import checkpoint as ckpt
+from prunelab.train.baseline import Baseline, dense_baseline, digest
+from prunelab.train.distributed import World, init_world, pick_device
+from prunelab.train.loop import FitResult, evaluate, fit
+
+REPO = Path(__file__).resolve().parents[2]
+HISTORY_COLUMNS = ("phase", "epoch", "lr", "train_loss", "train_acc", "test_acc", "epoch_time_s")
+NOT_PART_OF_A_RUN = ("resume", "logger", "results", "device", "paths")  # keys that do not change the numbers
+
+
+def run(cfg: DictConfig, run_dir: Path, command: str = "") -> dict[str, Any]:
+    """Run the experiment `cfg` describes, write its record into `run_dir` and the results CSV."""
+    world = init_world(str(cfg.device))
+    device = pick_device(str(cfg.device), world)
+    method = build_method(cfg.method)
+    data = build_dataset(cfg.dataset, device)
+    baseline = _baseline(cfg, method, data, device, world)
+    model = _starting_model(cfg, method, baseline, data, device)
+    ctx = Context(cfg.method, data, device, int(cfg.seed), baseline.model if baseline else None,
+                  str(cfg.model.name), run_dir)
+    model = method.prepare(model, ctx).to(device)
+    acc_compressed = None if method.trains_from_scratch else evaluate(model, data, cfg.trainer, device, world)
+    mirror = open_mirror(cfg.logger, run_dir, OmegaConf.to_container(cfg, resolve=True), run_dir.name,
+                         str(cfg.experiment_name) or None) if world.is_main else None
+    history = HistoryWriter(run_dir / "history.csv", HISTORY_COLUMNS) if world.is_main else None
+
+    def log_epoch(row: dict[str, Any]) -> None:
+        history.append(row)
+        mirror.log({f"{row['phase']}/{k}": v for k, v in row.items() if k != "phase"}, step=int(row["epoch"]))
+
+    trained = fit(
+        model, data, cfg.trainer, phase="scratch" if method.trains_from_scratch else "finetune", device=device,
+        seed=int(cfg.seed), world=world, callbacks=method.callbacks(ctx),
+        checkpoint=Path(str(cfg.paths.checkpoints)) / run_key(cfg) / "method.pt",
+        resume=bool(cfg.resume) or int(os.environ.get("SLURM_RESTART_COUNT", "0")) > 0,
+        fingerprint=run_key(cfg), on_epoch=log_epoch if world.is_main else None,
+    )
+    if history is not None:
+        for row in trained.history:  # a resumed run re-writes the epochs of its checkpoint
+            history.append(row)
+    model = method.finalize(model, ctx).to(device)
+    acc_final = evaluate(model, data, cfg.trainer, device, world)
+    if not world.is_main:
+        return {}
+    record = _record(cfg, method, ctx, data.tag, baseline, count(model, data.input_shape), acc_compressed,
+                     acc_final, trained, device, world, run_dir, command)
+    ckpt.save_atomic(run_dir / "model.pt", {"arch": _arch(model), "model": model.state_dict()})
+    write_json_atomic(run_dir / "metrics.json", record)
+    append_row(Path(str(cfg.results.csv)), record)
+    mirror.summary(record)
+    mirror.finish()
+    return record
+
+
+def run_key(cfg: DictConfig) -> str:
+    """Hash of everything that determines a run's numbers: names its resumable checkpoint."""
+    numbers = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in NOT_PART_OF_A_RUN}
+    return f"{cfg.method.name}-{cfg.model.name}-{digest(numbers)}"
+
+
+def _baseline(cfg: DictConfig, method: Method, data, device: torch.device, world: World) -> Baseline | None:
+    if cfg.baseline.skip:
+        if not method.trains_from_scratch:
+            raise UserError(f"baseline.skip=true needs a method that trains from scratch; {cfg.method.name} "
+                            "compresses the dense baseline: set baseline.skip=false")
+        return None
+    return dense_baseline(cfg, data, device, world)
+
+
+def _starting_model(cfg: DictConfig, method: Method, baseline: Baseline | None, data, device: torch.device) -> nn.Module:
+    """A fresh initialisation for methods that train from scratch, else a copy of the dense model."""
+    if method.trains_from_scratch:
+        torch.manual_seed(int(cfg.seed))
+        return build_model(cfg.model, data.num_classes).to(device)
+    return copy.deepcopy(baseline.model)
+
+
+def _arch(model: nn.Module) -> dict | None:
+    return model.arch() if hasattr(model, "arch") else None
+
+
+def _record(cfg: DictConfig, method: Method, ctx: Context, data_tag: str, baseline: Baseline | None, cost: Cost,
+            acc_compressed: float | None, acc_final: float, trained: FitResult, device: torch.device,
+            world: World, run_dir: Path, command: str) -> dict[str, Any]:
+    """The flat result row of record/schema.py."""
+    dense = count(build_model(cfg.model, ctx.data.num_classes).to(device), ctx.data.input_shape)
+    return {
+        "method": method.label, "model": str(cfg.model.name), "dataset": str(cfg.dataset.name),
+        "seed": int(cfg.seed), "target": method.target,
+        "base_params": dense.params, "base_params_no_bn": dense.params_no_bn, "base_macs": dense.macs,
+        "params": cost.params, "params_no_bn": cost.params_no_bn, "macs": cost.macs,
+        "params_reduction": 1 - cost.params / dense.params, "macs_reduction": 1 - cost.macs / dense.macs,
+        "base_acc": baseline.acc if baseline else None, "acc_compressed": acc_compressed,
+        "acc_final": acc_final, "acc_best": trained.acc_best if trained.epochs else acc_final,
+        "epochs_baseline": baseline.epochs if baseline else 0, "epochs_finetune": trained.epochs,
+        "train_time_s": trained.train_time_s, "device": device_name(device, world.world_size),
+        "git_sha": git_sha(REPO), "command": command, "run_dir": str(run_dir),
+        "experiment": str(cfg.experiment_name), "recipe": str(cfg.trainer.name), "data": data_tag,
+        "timestamp": utc_timestamp(), "extra": ctx.extra,
+    }

@@ -1,0 +1,96 @@
+"""The dense baseline: trained once per (model, dataset, recipe, seed) and cached.
+
+Every point of a sweep that shares those four starts from the same weights, which is
+what makes pruning results comparable (Blalock et al. 2020).  The cache entry is named
+by a hash of the model config, the data actually loaded (its tag and transform keys, not
+its path), the baseline recipe and the seed.  Training resumes from its own epoch
+checkpoint, and a file lock makes concurrent sweep jobs wait for one training instead
+of repeating it.  `baseline.checkpoint=PATH` loads weights instead of training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from filelock import FileLock
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from prunelab.data.base import Dataset
+from prunelab.models import build_model
+from prunelab.train import checkpoint as ckpt
+from prunelab.train.distributed import World, barrier
+from prunelab.train.loop import evaluate, fit
+
+DATA_KEYS_IGNORED = ("root", "download", "num_workers")
+
+
+@dataclass
+class Baseline:
+    model: nn.Module
+    acc: float | None  # test top-1 (%) of the dense model
+    epochs: int  # epochs it was trained for (0 when loaded from a foreign state dict)
+    source: str  # cache entry or checkpoint path
+
+
+def digest(obj: Any) -> str:
+    """A stable short hash of a JSON-able object."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def cache_key(cfg: DictConfig, data: Dataset) -> str:
+    """'<model>-<dataset>-<hash>-seed<seed>' for the baseline cache."""
+    dataset = {k: v for k, v in OmegaConf.to_container(cfg.dataset, resolve=True).items() if k not in DATA_KEYS_IGNORED}
+    parts = {
+        "model": OmegaConf.to_container(cfg.model, resolve=True),
+        "data": [data.tag, dataset],
+        "recipe": OmegaConf.to_container(cfg.baseline.trainer, resolve=True),
+        "seed": int(cfg.seed),
+    }
+    return f"{cfg.model.name}-{cfg.dataset.name}-{digest(parts)}-seed{int(cfg.seed)}"
+
+
+def dense_baseline(cfg: DictConfig, data: Dataset, device: torch.device, world: World) -> Baseline:
+    """The trained dense model for this config (eval mode), from a checkpoint or the cache."""
+    torch.manual_seed(int(cfg.seed))
+    model = build_model(cfg.model, data.num_classes).to(device)
+    if cfg.baseline.checkpoint:
+        path = Path(str(cfg.baseline.checkpoint))
+        payload = ckpt.load(path)
+        ckpt.load_weights(model, payload["model"], path, key="baseline.checkpoint")
+        acc = payload.get("acc")
+        if acc is None:
+            acc = evaluate(model, data, cfg.baseline.trainer, device, world)
+        return Baseline(model.eval(), acc, int(payload.get("epochs", 0)), str(path))
+    entry = Path(str(cfg.paths.baselines)) / cache_key(cfg, data)
+    final = entry / "dense.pt"
+    if world.is_main:
+        entry.mkdir(parents=True, exist_ok=True)
+    barrier()
+    with FileLock(str(entry / ".lock")) if world.is_main else nullcontext():
+        if not final.is_file():
+            result = fit(
+                model, data, cfg.baseline.trainer, phase="baseline", device=device, seed=int(cfg.seed), world=world,
+                checkpoint=entry / "last.pt", resume=True, fingerprint=entry.name,
+            )
+            if world.is_main:
+                ckpt.save_atomic(
+                    final,
+                    {"arch": _arch(model), "model": model.state_dict(), "acc": result.acc_final,
+                     "epochs": result.epochs, "history": result.history},
+                )
+                (entry / "last.pt").unlink(missing_ok=True)
+        barrier()
+    payload = ckpt.load(final, key="baseline cache")
+    ckpt.load_weights(model, payload["model"], final, key="baseline cache")
+    return Baseline(model.eval(), float(payload["acc"]), int(payload["epochs"]), str(entry))
+
+
+def _arch(model: nn.Module) -> dict | None:
+    return model.arch() if hasattr(model, "arch") else None

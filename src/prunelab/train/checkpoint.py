@@ -1,0 +1,67 @@
+"""Atomic checkpoints that say which file is broken and why.
+
+A checkpoint is a dict saved with `torch.save` to a temp file in the same folder, then
+moved into place with `os.replace`: a run killed while saving leaves the previous
+checkpoint intact.  Models are stored as state dicts plus their `arch()` description,
+never as pickled modules, so loading uses `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunelab.errors import UserError
+
+FORMAT = "prunelab-checkpoint/1"
+
+
+def save_atomic(path: Path, payload: dict[str, Any]) -> None:
+    """torch.save `payload` (plus a format tag) to `path` atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format": FORMAT, **payload}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load(path: Path, key: str = "baseline.checkpoint") -> dict[str, Any]:
+    """Load a checkpoint written by `save_atomic`, or a bare state dict; `key` names the config key in errors."""
+    if not path.is_file():
+        raise UserError(f"{key}: {path} does not exist: give the path of a .pt file written by prunelab")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated file, not a torch file, unsafe pickle
+        raise UserError(f"{key}: {path} cannot be read ({type(err).__name__}: {str(err).splitlines()[0][:160]})") from None
+    if not isinstance(payload, dict):
+        raise UserError(f"{key}: {path} holds a {type(payload).__name__}, not a checkpoint or state dict")
+    if payload.get("format") != FORMAT:  # a plain state dict, e.g. from another codebase
+        return {"model": payload}
+    return payload
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], path: Path, key: str) -> None:
+    """`model.load_state_dict(state)` with one line naming the file and the first mismatches."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or shapes:
+        parts = [
+            f"{label} {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+            for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch in", shapes))
+            if keys
+        ]
+        raise UserError(f"{key}: {path} does not fit this model ({'; '.join(parts)}): check model= and dataset=")
+    model.load_state_dict(state)
