@@ -10,6 +10,7 @@ composed Hydra config.  A UserError anywhere before `record` leaves no row behin
 from __future__ import annotations
 
 import copy
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from prunelab.train.baseline import Baseline, dense_baseline, digest
 from prunelab.train.distributed import World, init_world, pick_device
 from prunelab.train.loop import FitResult, evaluate, fit
 
+log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
 HISTORY_COLUMNS = ("phase", "epoch", "lr", "train_loss", "train_acc", "test_acc", "epoch_time_s")
 NOT_PART_OF_A_RUN = ("resume", "logger", "results", "device", "paths")  # keys that do not change the numbers
@@ -42,12 +44,18 @@ def run(cfg: DictConfig, run_dir: Path, command: str = "") -> dict[str, Any]:
     device = pick_device(str(cfg.device), world)
     method = build_method(cfg.method)
     data = build_dataset(cfg.dataset, device)
+    log.info("data %s on %s; method %s (%s); model %s", data.tag, device, method.label, method.target or "-",
+             cfg.model.name)
     baseline = _baseline(cfg, method, data, device, world)
+    if baseline is not None:
+        log.info("dense baseline: %.2f%% after %d epochs (%s)", baseline.acc, baseline.epochs, baseline.source)
     model = _starting_model(cfg, method, baseline, data, device)
     ctx = Context(cfg.method, data, device, int(cfg.seed), baseline.model if baseline else None,
                   str(cfg.model.name), run_dir)
     model = method.prepare(model, ctx).to(device)
     acc_compressed = None if method.trains_from_scratch else evaluate(model, data, cfg.trainer, device, world)
+    if acc_compressed is not None:
+        log.info("compressed: %.2f%% before %s", acc_compressed, cfg.trainer.name)
     mirror = open_mirror(cfg.logger, run_dir, OmegaConf.to_container(cfg, resolve=True), run_dir.name,
                          str(cfg.experiment_name) or None) if world.is_main else None
     history = HistoryWriter(run_dir / "history.csv", HISTORY_COLUMNS) if world.is_main else None
@@ -63,9 +71,6 @@ def run(cfg: DictConfig, run_dir: Path, command: str = "") -> dict[str, Any]:
         resume=bool(cfg.resume) or int(os.environ.get("SLURM_RESTART_COUNT", "0")) > 0,
         fingerprint=run_key(cfg), on_epoch=log_epoch if world.is_main else None,
     )
-    if history is not None:
-        for row in trained.history:  # a resumed run re-writes the epochs of its checkpoint
-            history.append(row)
     model = method.finalize(model, ctx).to(device)
     acc_final = evaluate(model, data, cfg.trainer, device, world)
     if not world.is_main:
@@ -77,6 +82,10 @@ def run(cfg: DictConfig, run_dir: Path, command: str = "") -> dict[str, Any]:
     append_row(Path(str(cfg.results.csv)), record)
     mirror.summary(record)
     mirror.finish()
+    log.info("%s: acc %.2f%% (dense %s), params %d -> %d (-%.1f%%), MACs %d -> %d (-%.1f%%); row added to %s",
+             record["method"], acc_final, "-" if record["base_acc"] is None else f"{record['base_acc']:.2f}%",
+             record["base_params"], record["params"], 100 * record["params_reduction"], record["base_macs"],
+             record["macs"], 100 * record["macs_reduction"], cfg.results.csv)
     return record
 
 

@@ -11,6 +11,7 @@ checkpoint and continues; since data order and augmentation depend only on
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ from prunelab.train import checkpoint as ckpt
 from prunelab.train.callbacks import Callback, TrainState
 from prunelab.train.distributed import World, all_reduce_sum, barrier, wrap
 from prunelab.train.optim import build_optimizer, check_recipe, lr_at
+
+log = logging.getLogger(__name__)
 
 
 class TrainingDiverged(UserError):
@@ -96,6 +99,8 @@ def fit(
     result = FitResult()
     if resume and checkpoint is not None and checkpoint.is_file():
         _restore(checkpoint, fingerprint, state, callbacks, result)
+        for row in result.history if on_epoch is not None and world.is_main else ():
+            on_epoch(row)  # a resumed run's record starts with the epochs it restored
     if result.epochs == epochs:  # finished before (or epochs == 0): nothing to train
         if epochs == 0:
             result.acc_final = result.acc_best = _evaluate(model, test_loader, device, speed, recipe)
@@ -158,6 +163,9 @@ def fit(
             "train_acc": 100.0 * correct / seen, "test_acc": acc, "epoch_time_s": time.perf_counter() - started,
         }
         state.metrics = row
+        if world.is_main:
+            log.info("%s epoch %d/%d  lr %.4g  loss %.4f  train %.2f%%  test %.2f%%  %.1f s", phase, epoch + 1, epochs,
+                     row["lr"], row["train_loss"], row["train_acc"], acc, row["epoch_time_s"])
         result.history.append(row)
         result.epochs, result.acc_final = epoch + 1, acc
         result.acc_best = max(result.acc_best, acc)

@@ -1,0 +1,66 @@
+"""Shared helpers for the experiment drivers: run a config's sweep, then regenerate the report.
+
+Every driver runs `python run.py -m experiment=<name>` (the sweep lives in the experiment
+config's `hydra.sweeper.params`), appends its rows to results/runs/<name>.csv and calls
+`python -m prunelab.report`.  `--small` swaps in settings that finish on a laptop CPU:
+the CIFAR-10 subset in ../shared/data (no download) and a few short epochs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SUBSET = REPO.parent / "shared" / "data" / "cifar-10-subset"
+
+
+def subset_data() -> list[str]:
+    """Overrides that read the real CIFAR-10 slice beside the repository, offline."""
+    return [f"dataset.root={SUBSET}", "dataset.download=false"]
+
+
+def short_recipes(baseline_epochs: int, epochs: int, batch_size: int = 128) -> list[str]:
+    """Overrides that shorten both training phases (keeping each recipe's optimiser settings).
+
+    Milestones are scaled into the short run by dropping them, and a cosine schedule is
+    used instead, so a few epochs still anneal the learning rate.
+    """
+    out = []
+    for prefix, n in (("baseline.trainer", baseline_epochs), ("trainer", epochs)):
+        out += [f"{prefix}.epochs={n}", f"{prefix}.schedule=cosine", f"{prefix}.batch_size={batch_size}",
+                f"{prefix}.eval_batch_size=500"]
+    return out
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--small", action="store_true", help="CIFAR-10 subset and short recipes (CPU, minutes)")
+    p.add_argument("--dry-run", action="store_true", help="print the commands instead of running them")
+    p.add_argument("overrides", nargs="*", help="extra Hydra overrides passed to run.py")
+    return p
+
+
+def results_csv(experiment: str) -> Path:
+    return REPO / "results" / "runs" / f"{experiment}.csv"
+
+
+def sweep(experiment: str, overrides: Sequence[str], dry_run: bool = False) -> None:
+    """`python run.py -m experiment=<experiment> ...`, rows to results/runs/<experiment>.csv."""
+    cmd = [sys.executable, "run.py", "-m", f"experiment={experiment}",
+           f"results.csv={results_csv(experiment)}", *overrides]
+    _call(cmd, dry_run)
+
+
+def report(dry_run: bool = False) -> None:
+    _call([sys.executable, "-m", "prunelab.report"], dry_run)
+
+
+def _call(cmd: list[str], dry_run: bool) -> None:
+    print("+", shlex.join(cmd), flush=True)
+    if not dry_run:
+        subprocess.run(cmd, cwd=REPO, check=True)
