@@ -12,7 +12,6 @@ import torch
 
 from prunelab import pipeline
 from prunelab.errors import UserError
-from prunelab.models import model_from_arch
 from prunelab.profile import profile
 from prunelab.record import RESULT_FIELDS, read_results
 from prunelab.train import checkpoint as ckpt
@@ -29,10 +28,21 @@ def test_run_records_every_contract_key(tiny_cfg, tmp_path: Path) -> None:
     rows = read_results(tmp_path / "runs.csv")
     assert len(rows) == 1 and rows[0]["acc_final"] == record["acc_final"]
     assert "finetune,1," in (tmp_path / "run" / "history.csv").read_text()
-    saved = ckpt.load(tmp_path / "run" / "model.pt")
-    model = model_from_arch(saved["arch"])
-    model.load_state_dict(saved["model"])
-    assert model.spec.mids[0] == 2  # half of 4 filters kept
+    assert ckpt.load_model(tmp_path / "run" / "model.pt").spec.mids[0] == 2  # half of 4 filters kept
+
+
+@pytest.mark.parametrize("method", ["l1", "lrpet"])
+def test_the_final_model_reloads_from_model_pt(tiny_cfg, tmp_path: Path, method: str) -> None:
+    from prunelab.data import build_dataset
+    from prunelab.measure.accuracy import top1
+
+    cfg = tiny_cfg(f"method={method}", "trainer.limit_eval_batches=null")
+    record = pipeline.run(cfg, tmp_path / "run")
+    model = ckpt.load_model(tmp_path / "run" / "model.pt")
+    data = build_dataset(cfg.dataset, torch.device("cpu"))
+    assert top1(model, data.loader("test", 64, train=False), torch.device("cpu")) == record["acc_final"]
+    if method == "lrpet":
+        assert record["acc_compressed"] is None and json.loads(json.dumps(record["extra"]))["bn_rectify"] is True
 
 
 def test_sweep_points_share_one_cached_baseline(tiny_cfg, tmp_path: Path, monkeypatch) -> None:

@@ -25,7 +25,7 @@ from prunelab.measure import Cost, count
 from prunelab.methods.base import Context, Method, build_method
 from prunelab.models import build_model
 from prunelab.record import (
-    HistoryWriter, append_row, device_name, git_sha, open_mirror, utc_timestamp, write_json_atomic,
+    HistoryWriter, Mirror, append_row, device_name, git_sha, open_mirror, utc_timestamp, write_json_atomic,
 )
 from prunelab.train import checkpoint as ckpt
 from prunelab.train.baseline import Baseline, dense_baseline, digest
@@ -56,37 +56,43 @@ def run(cfg: DictConfig, run_dir: Path, command: str = "") -> dict[str, Any]:
     acc_compressed = None if method.trains_from_scratch else evaluate(model, data, cfg.trainer, device, world)
     if acc_compressed is not None:
         log.info("compressed: %.2f%% before %s", acc_compressed, cfg.trainer.name)
-    mirror = open_mirror(cfg.logger, run_dir, OmegaConf.to_container(cfg, resolve=True), run_dir.name,
-                         str(cfg.experiment_name) or None) if world.is_main else None
-    history = HistoryWriter(run_dir / "history.csv", HISTORY_COLUMNS) if world.is_main else None
+    with _mirror(cfg, run_dir, world) as mirror:
+        history = HistoryWriter(run_dir / "history.csv", HISTORY_COLUMNS) if world.is_main else None
 
-    def log_epoch(row: dict[str, Any]) -> None:
-        history.append(row)
-        mirror.log({f"{row['phase']}/{k}": v for k, v in row.items() if k != "phase"}, step=int(row["epoch"]))
+        def log_epoch(row: dict[str, Any]) -> None:
+            history.append(row)
+            mirror.log({f"{row['phase']}/{k}": v for k, v in row.items() if k != "phase"}, step=int(row["epoch"]))
 
-    trained = fit(
-        model, data, cfg.trainer, phase="scratch" if method.trains_from_scratch else "finetune", device=device,
-        seed=int(cfg.seed), world=world, callbacks=method.callbacks(ctx),
-        checkpoint=Path(str(cfg.paths.checkpoints)) / run_key(cfg) / "method.pt",
-        resume=bool(cfg.resume) or int(os.environ.get("SLURM_RESTART_COUNT", "0")) > 0,
-        fingerprint=run_key(cfg), on_epoch=log_epoch if world.is_main else None,
-    )
-    model = method.finalize(model, ctx).to(device)
-    acc_final = evaluate(model, data, cfg.trainer, device, world)
-    if not world.is_main:
-        return {}
-    record = _record(cfg, method, ctx, data.tag, baseline, count(model, data.input_shape), acc_compressed,
-                     acc_final, trained, device, world, run_dir, command)
-    ckpt.save_atomic(run_dir / "model.pt", {"arch": _arch(model), "model": model.state_dict()})
-    write_json_atomic(run_dir / "metrics.json", record)
-    append_row(Path(str(cfg.results.csv)), record)
-    mirror.summary(record)
-    mirror.finish()
+        trained = fit(
+            model, data, cfg.trainer, phase="scratch" if method.trains_from_scratch else "finetune", device=device,
+            seed=int(cfg.seed), world=world, callbacks=method.callbacks(ctx),
+            checkpoint=Path(str(cfg.paths.checkpoints)) / run_key(cfg) / "method.pt",
+            resume=bool(cfg.resume) or int(os.environ.get("SLURM_RESTART_COUNT", "0")) > 0,
+            fingerprint=run_key(cfg), on_epoch=log_epoch if world.is_main else None,
+        )
+        model = method.finalize(model, ctx).to(device)
+        acc_final = evaluate(model, data, cfg.trainer, device, world)
+        if not world.is_main:
+            return {}
+        record = _record(cfg, method, ctx, data.tag, baseline, count(model, data.input_shape), acc_compressed,
+                         acc_final, trained, device, world, run_dir, command)
+        ckpt.save_model(run_dir / "model.pt", model)
+        write_json_atomic(run_dir / "metrics.json", record)
+        append_row(Path(str(cfg.results.csv)), record)
+        mirror.summary(record)
     log.info("%s: acc %.2f%% (dense %s), params %d -> %d (-%.1f%%), MACs %d -> %d (-%.1f%%); row added to %s",
              record["method"], acc_final, "-" if record["base_acc"] is None else f"{record['base_acc']:.2f}%",
              record["base_params"], record["params"], 100 * record["params_reduction"], record["base_macs"],
              record["macs"], 100 * record["macs_reduction"], cfg.results.csv)
     return record
+
+
+def _mirror(cfg: DictConfig, run_dir: Path, world: World) -> Mirror:
+    """The W&B mirror of this job (a no-op on ranks other than 0); finished when the run ends or fails."""
+    if not world.is_main:
+        return Mirror()
+    return open_mirror(cfg.logger, run_dir, OmegaConf.to_container(cfg, resolve=True), run_dir.name,
+                       str(cfg.experiment_name) or None)
 
 
 def run_key(cfg: DictConfig) -> str:
@@ -110,10 +116,6 @@ def _starting_model(cfg: DictConfig, method: Method, baseline: Baseline | None, 
         torch.manual_seed(int(cfg.seed))
         return build_model(cfg.model, data.num_classes).to(device)
     return copy.deepcopy(baseline.model)
-
-
-def _arch(model: nn.Module) -> dict | None:
-    return model.arch() if hasattr(model, "arch") else None
 
 
 def _record(cfg: DictConfig, method: Method, ctx: Context, data_tag: str, baseline: Baseline | None, cost: Cost,

@@ -80,17 +80,9 @@ def dense_baseline(cfg: DictConfig, data: Dataset, device: torch.device, world: 
                 checkpoint=entry / "last.pt", resume=True, fingerprint=entry.name,
             )
             if world.is_main:
-                ckpt.save_atomic(
-                    final,
-                    {"arch": _arch(model), "model": model.state_dict(), "acc": result.acc_final,
-                     "epochs": result.epochs, "history": result.history},
-                )
+                ckpt.save_model(final, model, acc=result.acc_final, epochs=result.epochs, history=result.history)
                 (entry / "last.pt").unlink(missing_ok=True)
         barrier()
     payload = ckpt.load(final, key="baseline cache")
     ckpt.load_weights(model, payload["model"], final, key="baseline cache")
     return Baseline(model.eval(), float(payload["acc"]), int(payload["epochs"]), str(entry))
-
-
-def _arch(model: nn.Module) -> dict | None:
-    return model.arch() if hasattr(model, "arch") else None

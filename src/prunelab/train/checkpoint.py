@@ -16,7 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from prunelab import layers
 from prunelab.errors import UserError
+from prunelab.models import model_from_arch
 
 FORMAT = "prunelab-checkpoint/1"
 
@@ -65,3 +67,19 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], path: Path, k
         ]
         raise UserError(f"{key}: {path} does not fit this model ({'; '.join(parts)}): check model= and dataset=")
     model.load_state_dict(state)
+
+
+def save_model(path: Path, model: nn.Module, **extra: Any) -> None:
+    """The final model: its `arch()` spec, its new-type layers (layers.describe) and its weights."""
+    arch = model.arch() if hasattr(model, "arch") else None
+    save_atomic(path, {"arch": arch, "layers": layers.describe(model), "model": model.state_dict(), **extra})
+
+
+def load_model(path: Path, key: str = "model") -> nn.Module:
+    """Rebuild a model saved by `save_model` (width-spec models; hub models are not rebuildable after pruning)."""
+    payload = load(path, key)
+    if payload.get("arch") is None:
+        raise UserError(f"{key}: {path} has no model description (arch): it cannot be rebuilt")
+    model = layers.rebuild(model_from_arch(payload["arch"]), payload.get("layers", {}))
+    load_weights(model, payload["model"], path, key)
+    return model
