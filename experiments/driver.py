@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SUBSET = REPO.parent / "shared" / "data" / "cifar-10-subset"
+SUBSET = "../shared/data/cifar-10-subset"  # relative to the repository root, where run.py runs
 
 
 def subset_data() -> list[str]:
@@ -45,8 +45,9 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
-def results_csv(experiment: str) -> Path:
-    return REPO / "results" / "runs" / f"{experiment}.csv"
+def results_csv(experiment: str) -> str:
+    """Where a driver's rows go, relative to the repository root."""
+    return f"results/runs/{experiment}.csv"
 
 
 def sweep(experiment: str, overrides: Sequence[str], dry_run: bool = False) -> None:

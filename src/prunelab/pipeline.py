@@ -110,6 +110,14 @@ def _baseline(cfg: DictConfig, method: Method, data, device: torch.device, world
     return dense_baseline(cfg, data, device, world)
 
 
+def _relative(path: Path) -> str:
+    """`path` relative to the working directory when it lies below it (records stay machine-independent)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def _starting_model(cfg: DictConfig, method: Method, baseline: Baseline | None, data, device: torch.device) -> nn.Module:
     """A fresh initialisation for methods that train from scratch, else a copy of the dense model."""
     if method.trains_from_scratch:
@@ -133,7 +141,7 @@ def _record(cfg: DictConfig, method: Method, ctx: Context, data_tag: str, baseli
         "acc_final": acc_final, "acc_best": trained.acc_best if trained.epochs else acc_final,
         "epochs_baseline": baseline.epochs if baseline else 0, "epochs_finetune": trained.epochs,
         "train_time_s": trained.train_time_s, "device": device_name(device, world.world_size),
-        "git_sha": git_sha(REPO), "command": command, "run_dir": str(run_dir),
+        "git_sha": git_sha(REPO), "command": command, "run_dir": _relative(run_dir),
         "experiment": str(cfg.experiment_name), "recipe": str(cfg.trainer.name), "data": data_tag,
         "timestamp": utc_timestamp(), "extra": ctx.extra,
     }
