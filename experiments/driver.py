@@ -24,13 +24,24 @@ def subset_data() -> list[str]:
     return [f"dataset.root={SUBSET}", "dataset.download=false"]
 
 
+SMALL_BASELINE_EPOCHS = 5  # dense baselines of every --small run (shared through the baseline cache)
+SMALL_BATCH = 64  # twice the steps of batch 128 in the few small epochs
+
+
+def small_settings(epochs: int) -> list[str]:
+    """Overrides of every driver's --small run: the subset, a `SMALL_BASELINE_EPOCHS`-epoch dense
+    baseline (the same in every driver, so it is trained once and then read from the cache) and
+    `epochs` epochs of the method's own training, both at batch `SMALL_BATCH`."""
+    return [*subset_data(), *short_recipes(SMALL_BASELINE_EPOCHS, epochs, SMALL_BATCH)]
+
+
 def short_recipes(baseline_epochs: int, epochs: int, batch_size: int = 128) -> list[str]:
     """Overrides that shorten both training phases (keeping each recipe's optimiser settings).
 
-    Milestones are scaled into the short run by dropping them, and a cosine schedule is
-    used instead, so a few epochs still anneal the learning rate.
+    Milestones make no sense in a few epochs: both phases use a cosine schedule instead, and
+    the dense baseline (trained from scratch at lr 0.1) warms up for its first epoch.
     """
-    out = []
+    out = ["baseline.trainer.warmup_epochs=1"]
     for prefix, n in (("baseline.trainer", baseline_epochs), ("trainer", epochs)):
         out += [f"{prefix}.epochs={n}", f"{prefix}.schedule=cosine", f"{prefix}.batch_size={batch_size}",
                 f"{prefix}.eval_batch_size=500"]

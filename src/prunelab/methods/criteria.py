@@ -8,19 +8,33 @@ where `layers` are the `Member`s (conv + where its feature map is read) to score
 `batches` a list of (images, labels) on the model's device.  Higher means more
 important; the method keeps the top-k of each group.  Adding a criterion is one
 decorated function.
+
+Activation criteria read the map A[n, c] (H x W) of image n and channel c where the
+member says (post BN-ReLU; after the residual add for a ResNet block's second conv),
+with the model in eval mode, in one pass over `batches` for all layers at once, and
+average over the N images with float64 sums on the model's device:
+
+    nuclear  (1/N) sum_n ||A[n, c]||_*     sum of singular values (energy-aware pruning,
+                                            Yeom et al. 2021, papers/energy_aware.md §2.1)
+    hrank    (1/N) sum_n rank(A[n, c])     HRank (Lin et al. 2020)
+    taylor   (1/N) sum_n |(1/HW) sum_hw A[n, c] * dl_n/dA[n, c]|   first-order Taylor
+                                            (Molchanov et al. 2017), l_n = image n's loss
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from prunelab.surgery.groups import Member
 
 Batches = Sequence[tuple[torch.Tensor, torch.Tensor]]
 Criterion = Callable[[nn.Module, Sequence[Member], Batches, int], dict[str, torch.Tensor]]
+Hook = Callable[[nn.Module, tuple, torch.Tensor], torch.Tensor | None]
 CRITERIA: dict[str, Criterion] = {}
 
 
@@ -48,6 +62,54 @@ def random(model: nn.Module, layers: Sequence[Member], batches: Batches, seed: i
     return {m.conv: torch.rand(model.get_submodule(m.conv).out_channels, generator=gen) for m in layers}
 
 
+def nuclear_norms(maps: torch.Tensor) -> torch.Tensor:
+    """||A||_* = sum_i sigma_i(A) of every (H, W) matrix of `maps` (..., H, W) -> (...).
+
+    One batched SVD (singular values only) over all maps; all-zero maps (dead channels,
+    common after a ReLU) are 0 and are not decomposed.
+    """
+    return _on_nonzero_maps(maps, lambda m: torch.linalg.svdvals(m).sum(-1))
+
+
+def matrix_ranks(maps: torch.Tensor) -> torch.Tensor:
+    """rank(A) of every (H, W) matrix of `maps` (..., H, W) -> (...), as a float tensor.
+
+    Tolerance sigma_max * max(H, W) * eps(dtype), the default of `torch.linalg.matrix_rank`
+    and of the removed `torch.matrix_rank` that HRank called, so float32 maps give HRank's ranks.
+    """
+    return _on_nonzero_maps(maps, lambda m: torch.linalg.matrix_rank(m).to(m.dtype))
+
+
+def _on_nonzero_maps(maps: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """`fn` on the maps that have a nonzero entry, 0 for the others (exact for norms and ranks)."""
+    flat = maps.reshape(-1, *maps.shape[-2:])
+    out = flat.new_zeros(len(flat))
+    alive = flat.flatten(1).ne(0).any(1)
+    if bool(alive.all()):
+        out = fn(flat)
+    elif bool(alive.any()):
+        out[alive] = fn(flat[alive])
+    return out.reshape(maps.shape[:-2])
+
+
+@contextmanager
+def _hooked(model: nn.Module, layers: Sequence[Member], make_hook: Callable[[Member], Hook]) -> Iterator[None]:
+    """Forward hooks on every member's feature module, model in eval mode; both undone on exit."""
+    handles = [model.get_submodule(m.feature).register_forward_hook(make_hook(m)) for m in layers]
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+
+
+def _add(sums: dict[str, torch.Tensor], conv: str, value: torch.Tensor) -> None:
+    sums[conv] = sums[conv] + value if conv in sums else value
+
+
 @torch.no_grad()
 def feature_statistic(
     model: nn.Module,
@@ -60,30 +122,71 @@ def feature_statistic(
     `per_map` takes the (B, C, H, W) maps of one layer and returns (B, C) values.  All
     layers are hooked at once; sums are kept on the device in float64, so the result is
     the exact mean whatever the batch split.  The model runs in eval mode (running BN
-    statistics, as HRank scores).
+    statistics, as HRank scores).  Maps are handed over in float32 (float64 models keep
+    float64).
     """
     sums: dict[str, torch.Tensor] = {}
     seen = 0
-    handles = []
 
-    def hook(member: Member):
+    def make_hook(member: Member) -> Hook:
         def record(_m: nn.Module, _inp: tuple, out: torch.Tensor) -> None:
             maps = torch.relu(out) if member.relu else out
-            value = per_map(maps.float()).double().sum(0)
-            sums[member.conv] = sums[member.conv] + value if member.conv in sums else value
+            maps = maps if maps.dtype == torch.float64 else maps.float()
+            _add(sums, member.conv, per_map(maps).double().sum(0))
 
         return record
 
-    for m in layers:
-        handles.append(model.get_submodule(m.feature).register_forward_hook(hook(m)))
-    was_training = model.training
-    model.eval()
-    try:
+    with _hooked(model, layers, make_hook):
         for images, _ in batches:
             model(images)
             seen += len(images)
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
+    return {conv: (total / max(seen, 1)).float() for conv, total in sums.items()}
+
+
+@criterion("nuclear")
+def nuclear(model: nn.Module, layers: Sequence[Member], batches: Batches, seed: int) -> dict[str, torch.Tensor]:
+    """Energy-aware pruning's score: mean nuclear norm of each channel's feature map (module docstring)."""
+    return feature_statistic(model, layers, batches, nuclear_norms)
+
+
+@criterion("hrank")
+def hrank(model: nn.Module, layers: Sequence[Member], batches: Batches, seed: int) -> dict[str, torch.Tensor]:
+    """HRank's score: mean matrix rank of each channel's feature map (float32 maps, see `matrix_ranks`)."""
+    return feature_statistic(model, layers, batches, matrix_ranks)
+
+
+@criterion("taylor")
+def taylor(model: nn.Module, layers: Sequence[Member], batches: Batches, seed: int) -> dict[str, torch.Tensor]:
+    """First-order Taylor score (Molchanov et al. 2017): the loss change when a map is zeroed, to first order.
+
+    Per image n and channel c: |mean over (h, w) of A * dl_n/dA|, with l_n image n's
+    cross-entropy (the batch loss is summed, so each image's gradient is its own and the
+    score does not depend on the batch split), averaged over the N images.  One forward
+    and one backward pass per batch, eval mode; gradients are taken with respect to the
+    maps only (no parameter gradients are accumulated).  A member read at a BN with
+    `relu=True` uses A = relu(bn output) and the gradient at the BN output, which equals
+    A * dl/dA when a ReLU follows.
+    """
+    sums: dict[str, torch.Tensor] = {}
+    seen = 0
+    captured: list[tuple[Member, torch.Tensor]] = []
+
+    def make_hook(member: Member) -> Hook:
+        def capture(_m: nn.Module, _inp: tuple, out: torch.Tensor) -> torch.Tensor:
+            captured.append((member, out))
+            return out.clone()  # the network goes on with a copy, so in-place ops after it keep `out` intact
+
+        return capture
+
+    with _hooked(model, layers, make_hook), torch.enable_grad():
+        for images, labels in batches:
+            captured.clear()
+            logits = model(images.detach().requires_grad_())
+            loss = F.cross_entropy(logits.float(), labels, reduction="sum")
+            grads = torch.autograd.grad(loss, [out for _, out in captured])
+            for (member, out), grad in zip(captured, grads, strict=True):
+                maps = torch.relu(out.detach()) if member.relu else out.detach()
+                _add(sums, member.conv, (maps.double() * grad.double()).mean((2, 3)).abs().sum(0))
+            seen += len(images)
+    captured.clear()
     return {conv: (total / max(seen, 1)).float() for conv, total in sums.items()}
