@@ -201,12 +201,16 @@ def test_git_sha_clean_dirty_and_outside_a_repo(tmp_path: Path, monkeypatch: pyt
     _git(repo, "init", "-q")
     assert git_sha(repo) == "unknown"  # no commit yet
     (repo / "a.py").write_text("x = 1\n")
-    _git(repo, "add", "a.py")
+    (repo / "results").mkdir()
+    (repo / "results" / "runs.csv").write_text("acc\n1\n")
+    _git(repo, "add", "a.py", "results/runs.csv")
     _git(repo, "commit", "-q", "-m", "init")
     sha = git_sha(repo)
     assert len(sha) == 40 and int(sha, 16) >= 0
     (repo / "new.txt").write_text("untracked files do not count\n")
-    assert git_sha(repo) == sha
+    (repo / "results" / "runs.csv").write_text("acc\n1\n2\n")
+    assert git_sha(repo) == sha  # results are outputs, not code
+    assert git_sha(repo / "results") == sha  # the same from a subdirectory
     (repo / "a.py").write_text("x = 2\n")
     assert git_sha(repo) == sha + "+dirty"
 

@@ -25,13 +25,16 @@ def _git(repo_dir: Path, *args: str) -> str:
 
 
 def git_sha(repo_dir: str | os.PathLike[str]) -> str:
-    """Full sha of HEAD, with ``+dirty`` when tracked files have uncommitted changes.
+    """Full sha of HEAD, with ``+dirty`` when tracked code or configs have uncommitted changes.
 
-    "unknown" outside a git repository, before the first commit, or without git.
+    Files under ``results/`` are outputs, not code: rewriting them (as every experiment
+    does) leaves the sha clean.  "unknown" outside a git repository, before the first
+    commit, or without git.
     """
     try:
         sha = _git(Path(repo_dir), "rev-parse", "--verify", "HEAD")
-        dirty = _git(Path(repo_dir), "status", "--porcelain", "--untracked-files=no")
+        dirty = _git(Path(repo_dir), "status", "--porcelain", "--untracked-files=no",
+                     "--", ":(top)", ":(top,exclude)results")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return sha + ("+dirty" if dirty else "")
