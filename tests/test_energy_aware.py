@@ -134,6 +134,21 @@ def test_batched_scores_equal_looped_and_ignore_the_batch_split() -> None:
             torch.testing.assert_close(a[conv], b[conv], atol=1e-6, rtol=1e-6)
 
 
+@pytest.mark.parametrize("per_map", [nuclear_norms, matrix_ranks])
+def test_splitting_maps_over_cpu_threads_changes_no_value(per_map) -> None:
+    maps = torch.relu(torch.randn(3, 7, 9, 8, generator=torch.Generator().manual_seed(0)))
+    maps[1, 2] = 0  # a dead map is skipped, not decomposed
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        alone = per_map(maps)
+        torch.set_num_threads(4)
+        split = per_map(maps)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(alone, split) and alone[1, 2] == 0 and alone.shape == (3, 7)
+
+
 def test_hrank_scores_are_mean_matrix_ranks() -> None:
     model = tiny_resnet()
     layer = [m for m in members(model) if m.conv == "layer2.0.conv1"]

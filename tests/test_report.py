@@ -102,15 +102,16 @@ def test_single_seed_shows_a_dash_and_repeated_seeds_are_counted(tmp_path: Path,
 
 def test_recipes_data_and_devices_are_never_merged(tmp_path: Path, paper) -> None:
     rows = [run(), run(recipe="hrankplus_finetune"), run(data="cifar10[50000/10000]"), run(device="cuda: H100"),
-            run(seed=1, git_sha="b" * 40)]
+            run(epochs_finetune=150), run(seed=1, git_sha="b" * 40)]
     summary = summarize(runs_of(tmp_path, rows), spec(), paper)
-    assert len(summary) == 4
-    merged = summary[(summary["recipe"] == "smoke") & (summary["device"] == "cpu: test")
+    assert len(summary) == 5
+    assert set(summary["recipe"]) == {"smoke (2+1 ep)", "smoke (2+150 ep)", "hrankplus_finetune (2+1 ep)"}
+    merged = summary[(summary["recipe"] == "smoke (2+1 ep)") & (summary["device"] == "cpu: test")
                      & (summary["data"] == "cifar10[4660/932]")]
     assert merged["git"].tolist() == ["aaaaaaa,bbbbbbb"]
     assert "several commits" in render_markdown(summary, spec(), paper)
     split = summarize(runs_of(tmp_path, rows), spec(group_by=("git_sha",)), paper)
-    assert len(split) == 5
+    assert len(split) == 6
 
 
 def test_paper_join_gap_missing_and_reference_rows(tmp_path: Path, paper) -> None:

@@ -24,7 +24,9 @@ average over the N images with float64 sums on the model's device:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from functools import cache
 
 import torch
 import torch.nn.functional as F
@@ -86,10 +88,28 @@ def _on_nonzero_maps(maps: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tens
     out = flat.new_zeros(len(flat))
     alive = flat.flatten(1).ne(0).any(1)
     if bool(alive.all()):
-        out = fn(flat)
+        out = _across_threads(fn, flat)
     elif bool(alive.any()):
-        out[alive] = fn(flat[alive])
+        out[alive] = _across_threads(fn, flat[alive])
     return out.reshape(maps.shape[:-2])
+
+
+def _across_threads(fn: Callable[[torch.Tensor], torch.Tensor], matrices: torch.Tensor) -> torch.Tensor:
+    """`fn` of a batch of matrices; on CPU the batch is split over torch's intra-op threads.
+
+    CPU LAPACK decomposes a batch of small matrices one after the other on one core; the
+    chunks run in parallel threads (torch releases the GIL), each matrix is decomposed alone
+    either way, so the result is identical.  On GPU the batched kernel is used as it is.
+    """
+    threads = torch.get_num_threads()
+    if matrices.device.type != "cpu" or threads == 1 or len(matrices) < 2 * threads:
+        return fn(matrices)
+    return torch.cat(list(_pool(threads).map(fn, matrices.chunk(threads))))
+
+
+@cache
+def _pool(threads: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(threads, thread_name_prefix="prunelab-svd")
 
 
 @contextmanager
