@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
-import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -26,29 +24,10 @@ from omegaconf import OmegaConf
 
 from prunelab.methods.lrpet import ConvPlan, Projection, plan_ranks, project_model
 from prunelab.models import build_model
-from prunelab.record import command_line, device_name, git_sha, utc_timestamp, write_json_atomic
+from bench import REPO, code_version, timed
+from prunelab.record import command_line, device_name, utc_timestamp, write_json_atomic
 
-REPO = Path(__file__).resolve().parents[1]
 SOURCES = ("src/prunelab/layers/lowrank.py", "src/prunelab/methods/lrpet.py", "experiments/bench_lrpet_projection.py")
-
-
-def code_version() -> str:
-    """HEAD's sha (with +dirty), or 'uncommitted (HEAD ...)' when the measured code is not committed yet."""
-    sha = git_sha(REPO)
-    changed = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", *SOURCES],
-                             capture_output=True, text=True, check=False).stdout.strip()
-    return f"uncommitted (HEAD {sha})" if changed else sha
-
-
-def seconds(fn: Callable[[], None], device: torch.device) -> float:
-    """Wall time of one call of `fn`."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    started = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - started
 
 
 def interleaved(variants: dict[str, tuple[Callable[[], None], int]], device: torch.device) -> dict[str, list[float]]:
@@ -60,7 +39,7 @@ def interleaved(variants: dict[str, tuple[Callable[[], None], int]], device: tor
     for i in range(max(n for _, n in variants.values())):
         for name, (fn, n) in variants.items():
             if i < n:
-                times[name].append(seconds(fn, device))
+                times[name].append(timed(fn, device)[0])
     return times
 
 
@@ -116,7 +95,7 @@ def main() -> None:
         "epoch_s_extrapolated": epoch_s, "projection_fraction_of_epoch": default_s / epoch_s,
         "batched_speedup_float64": median["per_layer_float64"] / default_s,
         "repeats": args.repeats, "train_steps": args.train_steps, "device": device_name(device),
-        "threads": torch.get_num_threads(), "torch": torch.__version__, "git_sha": code_version(),
+        "threads": torch.get_num_threads(), "torch": torch.__version__, "git_sha": code_version(*SOURCES),
         "command": command_line(), "timestamp": utc_timestamp(),
     }
     args.out.mkdir(parents=True, exist_ok=True)

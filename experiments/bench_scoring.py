@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -31,19 +29,11 @@ from torch import nn
 
 from prunelab.methods.criteria import Batches, nuclear
 from prunelab.models import build_model
-from prunelab.record import command_line, device_name, git_sha, utc_timestamp, write_json_atomic
+from bench import REPO, code_version, timed
+from prunelab.record import command_line, device_name, utc_timestamp, write_json_atomic
 from prunelab.surgery import Member, channel_groups
 
-REPO = Path(__file__).resolve().parents[1]
 SOURCES = ("src/prunelab/methods/criteria.py", "experiments/bench_scoring.py")
-
-
-def code_version() -> str:
-    """HEAD's sha, or 'uncommitted (HEAD ...)' when the measured code differs from it."""
-    sha = git_sha(REPO)
-    changed = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", *SOURCES],
-                             capture_output=True, text=True, check=False).stdout.strip()
-    return f"uncommitted (HEAD {sha})" if changed else sha
 
 
 @torch.no_grad()
@@ -79,16 +69,6 @@ def forward_only(model: nn.Module, batches: Batches) -> dict:
     return {}
 
 
-def seconds(fn: Callable[[], dict], device: torch.device) -> tuple[float, dict]:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    started = time.perf_counter()
-    out = fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - started, out
-
-
 def max_relative_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     return max(float(((a[k].double().cpu() - b[k].double().cpu()).abs() / b[k].double().cpu().abs().clamp_min(1e-6)).max())
                for k in b)
@@ -111,12 +91,12 @@ def main() -> None:
     batches = [(x, torch.zeros(len(x), dtype=torch.long, device=device)) for x in images.split(args.batch_size)]
     maps_per_image = sum(model.get_submodule(m.conv).out_channels for m in layers)
 
-    seconds(lambda: nuclear(model, layers, batches[:1], 0), device)  # warm-up
-    runs = [seconds(lambda: nuclear(model, layers, batches, 0), device) for _ in range(args.repeats)]
+    timed(lambda: nuclear(model, layers, batches[:1], 0), device)  # warm-up
+    runs = [timed(lambda: nuclear(model, layers, batches, 0), device) for _ in range(args.repeats)]
     batched_s, ours = statistics.median(t for t, _ in runs), runs[0][1]
-    one_pass_s, one_pass = seconds(lambda: looped(model, layers, batches, one_pass=True), device)
-    hrank_s, hrank_style = seconds(lambda: looped(model, layers, batches, one_pass=False), device)
-    forward_s, _ = seconds(lambda: forward_only(model, batches), device)
+    one_pass_s, one_pass = timed(lambda: looped(model, layers, batches, one_pass=True), device)
+    hrank_s, hrank_style = timed(lambda: looped(model, layers, batches, one_pass=False), device)
+    forward_s, _ = timed(lambda: forward_only(model, batches), device)
 
     record = {
         "benchmark": "nuclear_scoring", "model": "resnet56 (random init)", "images": args.images,
@@ -128,7 +108,7 @@ def main() -> None:
         "max_rel_diff_vs_one_pass": max_relative_difference(ours, one_pass),
         "max_rel_diff_vs_hrank_style": max_relative_difference(ours, hrank_style),
         "device": device_name(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "git_sha": code_version(), "command": command_line(), "timestamp": utc_timestamp(),
+        "git_sha": code_version(*SOURCES), "command": command_line(), "timestamp": utc_timestamp(),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(args.out / "scoring.json", record)

@@ -17,8 +17,6 @@ import argparse
 import json
 import os
 import platform
-import shlex
-import sys
 import time
 from pathlib import Path
 
@@ -29,7 +27,7 @@ from omegaconf import OmegaConf
 from prunelab.data.in_memory import InMemoryDataset
 from prunelab.models import build_model
 from prunelab.pipeline import REPO
-from prunelab.record import device_name, git_sha
+from prunelab.record import command_line, device_name, git_sha
 from prunelab.train.loop import fit
 
 MEAN, STD = [0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010]
@@ -114,7 +112,7 @@ def main() -> None:
             images, labels, device, args.epochs, args.workers),
     }
     record = {
-        "command": shlex.join([sys.executable.rsplit("/", 1)[-1], *sys.argv]), "git_sha": git_sha(REPO),
+        "command": command_line(), "git_sha": git_sha(REPO),
         "device": device_name(device), "torch": torch.__version__, "python": platform.python_version(),
         "images": args.images, "epochs": args.epochs, "results": rows,
     }

@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from matplotlib.colors import ListedColormap
 
+from driver import REPO
 from energy_aware_stability import log_ticks
 from prunelab.methods.energy_aware_toy import (
     TOY_CRITERIA, TOY_DATASETS, ToyMLP, accuracy, decision_grid, prune_globally, reference_points, toy_data,
@@ -31,7 +31,6 @@ from prunelab.methods.energy_aware_toy import (
 from prunelab.record import command_line, git_sha, utc_timestamp
 from prunelab.report.plots import baseline_line, errorbar_lines, finish_axes, new_figure, save_png
 
-REPO = Path(__file__).resolve().parents[1]
 NAME = "energy_aware_toy"
 REGION_COLOURS = ListedColormap(["#c6dbef", "#fdd0a2", "#c7e9c0", "#dadaeb"])
 POINT_COLOURS = np.array(["#08519c", "#a63603", "#006d2c", "#54278f"])
