@@ -1,0 +1,36 @@
+"""The refactored pipeline reproduces the numbers and final weights recorded in fixtures/unchanged.pt.
+
+Counts must match exactly; accuracies and weights to float32 tolerance, so that the test also holds on a
+CPU whose kernels round differently.  `python tests/unchanged_runs.py --compare` prints the differences
+(0 on the machine that wrote the fixture).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from unchanged_runs import FIXTURE, differences, run_one, runs
+
+RUNS = runs()
+ACCURACY_TOLERANCE = 1e-6  # percent: a float32 wobble must not flip a prediction of these tiny test sets
+WEIGHT_TOLERANCE = 1e-4  # absolute, on weights of order 1 after a few steps
+
+
+@pytest.fixture(scope="module")
+def fixture() -> dict:
+    return torch.load(FIXTURE, weights_only=True)["runs"]
+
+
+@pytest.mark.parametrize("name", sorted(RUNS))
+def test_numbers_and_weights_are_unchanged(fixture: dict, tmp_path: Path, name: str) -> None:
+    diff = differences(fixture[name], run_one(RUNS[name], tmp_path))
+    weights = diff.pop("weights")
+    assert weights <= WEIGHT_TOLERANCE, weights
+    assert all(v <= ACCURACY_TOLERANCE for v in diff.values()), diff
+
+
+def test_the_fixture_covers_every_run(fixture: dict) -> None:
+    assert sorted(fixture) == sorted(runs(subset=True))
