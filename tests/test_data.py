@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 from urllib.error import URLError
 
@@ -19,6 +20,7 @@ from torchvision.transforms import functional as TF
 
 from prunelab.data import Loader, build_dataset
 from prunelab.data.in_memory import InMemoryDataset
+from prunelab.data.sharding import generator
 from prunelab.errors import UserError
 
 CONF = Path(__file__).parents[1] / "conf"
@@ -356,8 +358,136 @@ def test_dataset_configs_compose() -> None:
     for name in ("cifar10", "cifar100", "imagenet", "synthetic"):
         cfg = dataset_cfg(name)
         assert cfg.name == name
-        for key in ("root", "download", "num_classes", "input_size", "mean", "std", "limit_train", "limit_test"):
+        keys = ("root", "download", "num_classes", "input_size", "mean", "std", "limit_train", "limit_test")
+        for key in (*keys, "val_images", "val_seed"):
             assert key in cfg, f"{name}.yaml lacks {key}"
     imagenet = dataset_cfg("imagenet")
     assert (imagenet.num_classes, imagenet.input_size, imagenet.resize) == (1000, 224, 256)
     assert dataset_cfg("synthetic", image_size=16).input_size == 16
+
+
+def documented_holdout(n: int, n_val: int, val_seed: int) -> tuple[list[int], list[int]]:
+    """(training rows, validation rows) by the rule documented in data/options.py, written out."""
+    perm = torch.randperm(n, generator=generator(val_seed, "val")).tolist()
+    return sorted(perm[n_val:]), sorted(perm[:n_val])
+
+
+def without_val_keys(cfg: DictConfig) -> DictConfig:
+    """`cfg` as before the validation keys existed."""
+    return OmegaConf.create({k: v for k, v in OmegaConf.to_container(cfg).items() if k not in ("val_images", "val_seed")})
+
+
+def one_line_user_error(call: Callable[[], object], match: str) -> str:
+    with pytest.raises(UserError, match=match) as err:
+        call()
+    assert "\n" not in str(err.value)
+    return str(err.value)
+
+
+def test_validation_split_of_in_memory_data_follows_the_rule(tmp_path: Path) -> None:
+    fake_cifar10(tmp_path / "cifar-10-batches-py", rows=[3, 2, 4, 2, 3, 5])
+    for name, base in [
+        ("cifar10", dataset_cfg("cifar10", root=str(tmp_path), limit_train=11)),
+        ("synthetic", dataset_cfg("synthetic", image_size=8, num_train=40, num_test=10, limit_train=30)),
+    ]:
+        full_images, full_labels = build_dataset(base, CPU).splits["train"]  # val_images: 0
+        n = len(full_labels)
+        for n_val, val_seed in [(3, 0), (3, 1), (n - 1, 0)]:
+            data = build_dataset(OmegaConf.merge(base, {"val_images": n_val, "val_seed": val_seed}), CPU)
+            train_rows, val_rows = documented_holdout(n, n_val, val_seed)
+            assert not set(train_rows) & set(val_rows) and sorted(train_rows + val_rows) == list(range(n))
+            assert (data.num_train, data.num_val) == (n - n_val, n_val)
+            for split, rows in [("train", train_rows), ("val", val_rows)]:
+                images, labels = data.splits[split]
+                assert torch.equal(images, full_images[rows]) and torch.equal(labels, full_labels[rows]), (name, split)
+            test = build_dataset(base, CPU).splits["test"]
+            assert all(torch.equal(a, b) for a, b in zip(data.splits["test"], test))
+        picks = {
+            val_seed: build_dataset(OmegaConf.merge(base, {"val_images": 5, "val_seed": val_seed}), CPU).splits["val"][0]
+            for val_seed in (0, 1)
+        }
+        assert not torch.equal(picks[0], picks[1])  # val_seed picks the images
+
+
+def test_without_validation_images_nothing_changes(tmp_path: Path) -> None:
+    fake_cifar10(tmp_path / "cifar-10-batches-py", rows=[4] * 6)
+    cases = [
+        dataset_cfg("cifar10", root=str(tmp_path), limit_train=14),
+        dataset_cfg("cifar10", root=str(tmp_path)),
+        dataset_cfg("synthetic", image_size=8, num_train=40, num_test=10),
+    ]
+    for cfg in cases:
+        assert cfg.val_images == 0 and cfg.val_seed == 0  # the defaults
+        data, before = build_dataset(cfg, CPU), build_dataset(without_val_keys(cfg), CPU)
+        assert data.num_val == 0 and sorted(data.splits) == ["test", "train"]
+        assert data.tag == before.tag == f"{cfg.name}[{data.num_train}/{data.num_test}]"
+        for split in ("train", "test"):
+            assert all(torch.equal(a, b) for a, b in zip(data.splits[split], before.splits[split]))
+        other_seed = build_dataset(OmegaConf.merge(cfg, {"val_seed": 5}), CPU)  # unused when off
+        assert torch.equal(other_seed.splits["train"][0], data.splits["train"][0])
+    assert build_dataset(cases[0], CPU).tag == "cifar10[14/4]"
+
+
+def test_validation_tag_and_loader(tmp_path: Path) -> None:
+    fake_cifar10(tmp_path / "cifar-10-batches-py", rows=[4] * 6)
+    data = build_dataset(dataset_cfg("cifar10", root=str(tmp_path), val_images=5, val_seed=3), CPU)
+    assert data.tag == "cifar10[15+5/4]" and data.splits["val"][0].shape == (5, 3, 32, 32)
+    synthetic = build_dataset(dataset_cfg("synthetic", image_size=8, num_train=40, num_test=10, val_images=7), CPU)
+    assert synthetic.tag == "synthetic[33+7/10]"
+    for dataset in (data, synthetic):
+        assert dataset.pad > 0 and dataset.flip  # augmentation is on for "train"...
+        images, labels = dataset.splits["val"]
+        outputs = {}
+        for seed in (0, 9):  # ... but not for "val", and the loader's seed changes nothing
+            loader = dataset.loader("val", 3, train=False, seed=seed)
+            loader.set_epoch(2)
+            xs, ys = zip(*loader)
+            assert torch.equal(torch.cat(xs), normalise(dataset, images)) and torch.equal(torch.cat(ys), labels)
+            outputs[seed] = torch.cat(xs)
+        assert torch.equal(outputs[0], outputs[9])
+        shards = [dataset.loader("val", 2, train=False, rank=r, world_size=3) for r in range(3)]  # sharded like "test"
+        shard_rows = sorted(sum((torch.cat([y for _, y in s]).tolist() for s in shards), []))
+        assert shard_rows == sorted(labels.tolist()) and sum(s.num_samples for s in shards) == len(labels)
+
+
+def test_validation_split_errors(tmp_path: Path) -> None:
+    fake_cifar10(tmp_path / "cifar-10-batches-py", rows=[2] * 6)
+    off = build_dataset(dataset_cfg("cifar10", root=str(tmp_path)), CPU)
+    message = one_line_user_error(lambda: off.loader("val", 4, train=False), "split 'val' needs a validation split")
+    assert "set dataset.val_images=N" in message
+    one_line_user_error(lambda: off.loader("valid", 4, train=False), "unknown split 'valid': choose one of test, train, val")
+    one_line_user_error(lambda: toy().loader("val", 4, train=False), "dataset.val_images=N")
+    for bad in (10, 11, -1, 1.5, True, "3", None):  # 10 training images: N must be in 0..9
+        cfg = dataset_cfg("cifar10", root=str(tmp_path), val_images=bad)
+        message = one_line_user_error(lambda: build_dataset(cfg, CPU), "dataset.val_images must be an integer")
+        assert "set dataset.val_images=N" in message
+    cfg = dataset_cfg("cifar10", root=str(tmp_path), limit_train=4, val_images=4)  # counted after limit_train
+    assert "from 0 to 3" in one_line_user_error(lambda: build_dataset(cfg, CPU), "dataset.val_images")
+    for bad in (1.5, "a", None, False):
+        cfg = dataset_cfg("cifar10", root=str(tmp_path), val_images=2, val_seed=bad)
+        one_line_user_error(lambda: build_dataset(cfg, CPU), "dataset.val_seed must be an integer.*set dataset.val_seed=")
+
+
+def test_validation_split_of_an_image_folder(tmp_path: Path) -> None:
+    write_image_folder(tmp_path, {"train": 5, "val": 2})  # 10 training images, 4 test images
+    off = build_dataset(folder_cfg(tmp_path, limit_train=8), CPU)
+    assert off.tag == "imagenet[8/4]" and off.num_val == 0 and off.splits["train"].indices == range(8)
+    assert build_dataset(without_val_keys(folder_cfg(tmp_path, limit_train=8)), CPU).splits["train"].indices == range(8)
+    one_line_user_error(lambda: off.loader("val", 2, train=False), "split 'val' needs a validation split")
+    data = build_dataset(folder_cfg(tmp_path, limit_train=8, val_images=3, val_seed=4), CPU)
+    train_rows, val_rows = documented_holdout(8, 3, 4)
+    assert (data.tag, data.num_train, data.num_val) == ("imagenet[5+3/4]", 5, 3)
+    assert list(data.splits["train"].indices) == train_rows and list(data.splits["val"].indices) == val_rows
+    assert data.splits["val"].dataset is data.splits["train"].dataset  # held out of root/train, not root/val
+    assert data.splits["test"].indices == off.splits["test"].indices
+    folder = data.splits["val"].dataset
+    expected = torch.stack([data.transforms[False](folder[i][0]) for i in val_rows])  # Resize + CenterCrop only
+    for seed in (0, 7):
+        xs, ys = zip(*data.loader("val", 2, train=False, seed=seed))
+        assert torch.equal(torch.cat(xs), expected)
+        assert torch.cat(ys).tolist() == [folder.targets[i] for i in val_rows]
+    other = build_dataset(folder_cfg(tmp_path, limit_train=8, val_images=3, val_seed=5), CPU)
+    assert list(other.splits["val"].indices) == documented_holdout(8, 3, 5)[1] != val_rows
+    for bad in (8, -2, 0.5):
+        cfg = folder_cfg(tmp_path, limit_train=8, val_images=bad)
+        one_line_user_error(lambda: build_dataset(cfg, CPU), "dataset.val_images must be an integer from 0 to 7")

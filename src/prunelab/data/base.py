@@ -1,10 +1,11 @@
 """The data contract every dataset implements.
 
-A `Dataset` holds one dataset (train and test split) and hands out loaders.  A `Loader`
-yields `(images, labels)` already on the training device: images float32, normalised,
-augmented for training; labels int64.  Iteration order and augmentation are a pure
-function of `(seed, epoch, rank)`, so a resumed run sees exactly the batches an
-uninterrupted run would have seen.
+A `Dataset` holds one dataset (train and test split, and a split "val" held out of the
+training images when `dataset.val_images` > 0, by the rule in options.py) and hands out
+loaders.  A `Loader` yields `(images, labels)` already on the training device: images
+float32, normalised, augmented for training; labels int64.  Iteration order and
+augmentation are a pure function of `(seed, epoch, rank)`, so a resumed run sees exactly
+the batches an uninterrupted run would have seen.
 """
 
 from __future__ import annotations
@@ -13,6 +14,20 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 
 import torch
+
+from prunelab.errors import UserError, choose
+
+SPLITS = ("train", "val", "test")
+
+
+def check_split(split: str, num_val: int) -> str:
+    """`split` if it is one of SPLITS and, for "val", the dataset has a validation split."""
+    choose("split", split, SPLITS)
+    if split == "val" and not num_val:
+        raise UserError(
+            "split 'val' needs a validation split: set dataset.val_images=N (N training images are held out)"
+        )
+    return split
 
 
 class Loader(ABC):
@@ -33,13 +48,15 @@ class Loader(ABC):
 
 
 class Dataset(ABC):
-    """A dataset with a train and a test split, e.g. CIFAR-10 or an ImageNet folder."""
+    """A dataset with a train and a test split, e.g. CIFAR-10 or an ImageNet folder, and
+    optionally a validation split held out of the training images (`num_val` > 0)."""
 
     name: str
     num_classes: int
     input_shape: tuple[int, int, int]  # (C, H, W) of one model input
     num_train: int
     num_test: int
+    num_val: int = 0  # validation images held out of the training split (0: no "val" split)
 
     @abstractmethod
     def loader(
@@ -52,7 +69,7 @@ class Dataset(ABC):
         rank: int = 0,
         world_size: int = 1,
     ) -> Loader:
-        """A loader over `split` ("train" or "test").
+        """A loader over `split` ("train", "val" or "test"; "val" only when `num_val` > 0).
 
         train=True shuffles and applies training augmentation; train=False keeps the
         order and applies the evaluation transform.  With world_size > 1 each rank gets
@@ -63,5 +80,7 @@ class Dataset(ABC):
 
     @property
     def tag(self) -> str:
-        """Short description of what was loaded, e.g. 'cifar10[50000/10000]'."""
-        return f"{self.name}[{self.num_train}/{self.num_test}]"
+        """Short description of what was loaded: 'name[train/test]', e.g. 'cifar10[50000/10000]',
+        or with a validation split 'name[train+val/test]', e.g. 'cifar10[4160+500/932]'."""
+        train = f"{self.num_train}+{self.num_val}" if self.num_val else f"{self.num_train}"
+        return f"{self.name}[{train}/{self.num_test}]"

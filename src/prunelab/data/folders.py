@@ -8,6 +8,14 @@ Determinism: the sampler yields `(index, augmentation seed)` pairs, the order fr
 `sharding.shard_indices` and the seeds from a generator of (seed, epoch, rank).  Each
 sample's random transform runs under its own seed, so the batches depend on neither
 the number of workers nor which worker (persistent or not) decoded which image.
+
+Validation split (`dataset.val_images=N`, `dataset.val_seed`): held out of `root/train`
+(`root/val` is the test split).  After `limit_train`, with n training images in sorted file
+order, a permutation of range(n) is drawn from `sharding.generator(val_seed, "val")`; the
+images perm[:N] become the split "val", the images perm[N:] the split "train", each in
+ascending file order (`options.val_split`, the one implementation shared with
+in_memory.py).  "val" is served like "test": evaluation transform, fixed order.  With N = 0
+the training Subset is exactly `range(min(len, limit_train))`, as without the keys.
 """
 
 from __future__ import annotations
@@ -20,9 +28,9 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Sampler, Subset
 
 from prunelab.data import options
-from prunelab.data.base import Dataset, Loader
+from prunelab.data.base import Dataset, Loader, check_split
 from prunelab.data.sharding import generator, shard_indices
-from prunelab.errors import UserError, choose
+from prunelab.errors import UserError
 
 SPLIT_FOLDERS = {"train": "train", "test": "val"}  # our split name -> subfolder of root
 
@@ -103,7 +111,8 @@ class FolderLoader(Loader):
 
 
 class FolderDataset(Dataset):
-    """`ImageFolder`s on `root/train` and `root/val`; the transform follows the loader's `train` flag."""
+    """`ImageFolder`s on `root/train` and `root/val` (the test split), and the split "val" held out
+    of `root/train` when `dataset.val_images` > 0; the transform follows the loader's `train` flag."""
 
     def __init__(self, cfg: DictConfig, device: torch.device) -> None:
         self.name, self.num_classes, self.device = str(cfg.name), int(cfg.num_classes), device
@@ -136,7 +145,13 @@ class FolderDataset(Dataset):
         classes = {split: subset.dataset.classes for split, subset in self.splits.items()}
         if classes["train"] != classes["test"]:
             raise UserError(f"{root}/train and {root}/val have different class folders: make them match")
+        train = self.splits["train"]
+        rows = options.val_split(cfg, len(train))
+        if rows is not None:
+            for split, chosen in zip(("train", "val"), rows):
+                self.splits[split] = Subset(train.dataset, [train.indices[i] for i in chosen.tolist()])
         self.num_train, self.num_test = len(self.splits["train"]), len(self.splits["test"])
+        self.num_val = len(self.splits["val"]) if "val" in self.splits else 0
 
     def _split(self, path: Path, limit: int | None) -> Subset:
         """The first `limit` (image, label) pairs of the ImageFolder at `path`, in its sorted file order."""
@@ -167,7 +182,7 @@ class FolderDataset(Dataset):
         world_size: int = 1,
     ) -> FolderLoader:
         return FolderLoader(
-            SeededSamples(self.splits[choose("split", split, self.splits)], self.transforms[train]),
+            SeededSamples(self.splits[check_split(split, self.num_val)], self.transforms[train]),
             batch_size,
             train=train,
             seed=seed,

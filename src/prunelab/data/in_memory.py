@@ -5,6 +5,13 @@ are moved to the device once; each batch is gathered, cropped, flipped and norma
 there with a handful of batched kernels, with no PIL, no per-image Python loop and no
 host synchronisation per step.  Random numbers for a whole epoch are drawn up front on a
 CPU generator seeded by (seed, epoch, rank) and copied to the device once per epoch.
+
+Validation split (`dataset.val_images=N`, `dataset.val_seed`; `from_config`): after
+`limit_train`, with n training rows, a permutation of range(n) is drawn from
+`sharding.generator(val_seed, "val")`; the rows perm[:N] become the split "val", the rows
+perm[N:] the split "train", each in ascending original row order (`options.val_split`, the
+one implementation shared with folders.py).  "val" is served like "test": evaluation
+transform, fixed order.  With N = 0 the training tensors are those of `limit_train` alone.
 """
 
 from __future__ import annotations
@@ -16,9 +23,9 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from prunelab.data import options
-from prunelab.data.base import Dataset, Loader
+from prunelab.data.base import Dataset, Loader, check_split
 from prunelab.data.sharding import generator, shard_indices
-from prunelab.errors import UserError, choose
+from prunelab.errors import UserError
 
 
 class TensorLoader(Loader):
@@ -110,7 +117,8 @@ class TensorLoader(Loader):
 
 
 class InMemoryDataset(Dataset):
-    """Train and test splits as uint8 (N, C, H, W) tensors and int64 labels on `device`."""
+    """Train and test splits (and an optional validation split `val`) as uint8 (N, C, H, W)
+    tensors and int64 labels on `device`."""
 
     def __init__(
         self,
@@ -125,15 +133,18 @@ class InMemoryDataset(Dataset):
         pad: int,
         flip: bool,
         device: torch.device,
+        val: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
+        splits = {"train": train, "test": test, **({"val": val} if val is not None and len(val[1]) else {})}
+        labels = [split[1] for split in splits.values()]
         channels, height, width = train[0].shape[1:]
         if (height, width) != (input_size, input_size):
             raise UserError(
                 f"dataset.input_size={input_size} but {name} images are {height}x{width}: "
                 f"set dataset.input_size={height} (in-memory datasets are not resized)"
             )
-        top = int(max(train[1].max(), test[1].max()))
-        if top >= num_classes or min(train[1].min(), test[1].min()) < 0:
+        top = int(max(y.max() for y in labels))
+        if top >= num_classes or min(y.min() for y in labels) < 0:
             raise UserError(
                 f"dataset.num_classes={num_classes} but {name} has labels up to {top}: "
                 f"set dataset.num_classes={top + 1}"
@@ -148,10 +159,11 @@ class InMemoryDataset(Dataset):
         self.name, self.num_classes = name, num_classes
         self.input_shape = tuple(train[0].shape[1:])
         self.num_train, self.num_test = len(train[1]), len(test[1])
+        self.num_val = len(splits["val"][1]) if "val" in splits else 0
         self.pad, self.flip = pad, flip
         self.splits = {
             split: (images.to(device).contiguous(), labels.to(device, torch.int64))
-            for split, (images, labels) in {"train": train, "test": test}.items()
+            for split, (images, labels) in splits.items()
         }
         self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
@@ -164,12 +176,19 @@ class InMemoryDataset(Dataset):
         test: tuple[torch.Tensor, torch.Tensor],
         device: torch.device,
     ) -> InMemoryDataset:
-        """Keep the first `limit_train`/`limit_test` rows and apply the config's transform keys."""
+        """Keep the first `limit_train`/`limit_test` rows, hold out `val_images` of the training
+        rows as the split "val" (module docstring) and apply the config's transform keys."""
         (train_images, train_labels), (test_images, test_labels) = train, test
         n_train, n_test = options.limit(cfg, "train"), options.limit(cfg, "test")
+        train_images, train_labels = train_images[:n_train], train_labels[:n_train]
+        val, rows = None, options.val_split(cfg, len(train_labels))
+        if rows is not None:
+            train_rows, val_rows = rows
+            val = train_images[val_rows], train_labels[val_rows]
+            train_images, train_labels = train_images[train_rows], train_labels[train_rows]
         return cls(
             str(cfg.name),
-            (train_images[:n_train], train_labels[:n_train]),
+            (train_images, train_labels),
             (test_images[:n_test], test_labels[:n_test]),
             num_classes=int(cfg.num_classes),
             input_size=int(cfg.input_size),
@@ -178,6 +197,7 @@ class InMemoryDataset(Dataset):
             pad=int(cfg.pad),
             flip=bool(cfg.flip),
             device=device,
+            val=val,
         )
 
     def loader(
@@ -190,7 +210,7 @@ class InMemoryDataset(Dataset):
         rank: int = 0,
         world_size: int = 1,
     ) -> TensorLoader:
-        images, labels = self.splits[choose("split", split, self.splits)]
+        images, labels = self.splits[check_split(split, self.num_val)]
         return TensorLoader(
             images,
             labels,

@@ -11,6 +11,9 @@ run and an uninterrupted one see the same batches, and every loader shards the s
   shards cover every sample exactly once and accuracy summed over ranks is exact; ranks
   may differ by one sample, so evaluation must reduce counts once at the end rather than
   per batch.
+
+The validation split is drawn here too (`holdout`): once, before any loader exists, from
+its own seed `dataset.val_seed`, so it is the same for every run seed of a sweep.
 """
 
 from __future__ import annotations
@@ -47,3 +50,17 @@ def shard_indices(
     total = -(-n // world_size) * world_size
     order = order.repeat(-(-total // n))[:total]
     return order[rank::world_size]
+
+
+def holdout(n: int, n_val: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows (int64, CPU) of the training and the validation split of `n` training rows.
+
+    The rule: `perm = torch.randperm(n, generator=generator(seed, "val"))`; the validation
+    split is the rows `perm[:n_val]`, the training split the rows `perm[n_val:]`, each sorted
+    into ascending original row order.  The two are disjoint and together are `range(n)`.
+    Callers skip the call when `n_val` is 0, so that the training split stays as it was.
+    """
+    if not 0 <= n_val <= n:
+        raise ValueError(f"cannot hold out {n_val} of {n} rows")
+    perm = torch.randperm(n, generator=generator(seed, "val"))
+    return perm[n_val:].sort().values, perm[:n_val].sort().values
