@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -29,6 +29,7 @@ from torch import nn
 
 from prunelab.methods.criteria import Batches, nuclear
 from prunelab.models import build_model
+from prunelab.models.features import FeatureTap
 from bench import REPO, code_version, timed
 from prunelab.record import command_line, device_name, utc_timestamp, write_json_atomic
 from prunelab.surgery import Member, channel_groups
@@ -42,23 +43,19 @@ def looped(model: nn.Module, layers: Sequence[Member], batches: Batches, one_pas
     totals: dict[str, list[float]] = {}
     seen: dict[str, int] = {}
 
-    def make_hook(member: Member) -> Callable:
-        def hook(_m: nn.Module, _inp: tuple, out: torch.Tensor) -> None:
-            sums = totals.setdefault(member.conv, [0.0] * out.shape[1])
-            for i in range(out.shape[0]):
-                for c in range(out.shape[1]):
-                    sums[c] += torch.linalg.matrix_norm(out[i, c], ord="nuc").item()
-            seen[member.conv] = seen.get(member.conv, 0) + out.shape[0]
-
-        return hook
+    def record(conv: str, out: torch.Tensor) -> None:
+        sums = totals.setdefault(conv, [0.0] * out.shape[1])
+        for i in range(out.shape[0]):
+            for c in range(out.shape[1]):
+                sums[c] += torch.linalg.matrix_norm(out[i, c], ord="nuc").item()
+        seen[conv] = seen.get(conv, 0) + out.shape[0]
 
     model.eval()
     for group in [list(layers)] if one_pass else [[m] for m in layers]:
-        handles = [model.get_submodule(m.feature).register_forward_hook(make_hook(m)) for m in group]
-        for images, _ in batches:
-            model(images)
-        for h in handles:
-            h.remove()
+        convs = {m.feature: m.conv for m in group}
+        with FeatureTap(model, convs, lambda name, _m, _inp, out, convs=convs: record(convs[name], out)):
+            for images, _ in batches:
+                model(images)
     return {conv: torch.tensor(s, dtype=torch.float64) / seen[conv] for conv, s in totals.items()}
 
 

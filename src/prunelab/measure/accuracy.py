@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from prunelab.data.base import Loader
+from prunelab.models.features import eval_mode
 from prunelab.train.distributed import all_reduce_sum
 
 
@@ -19,11 +20,9 @@ def top1(
     channels_last: bool = False,
     limit_batches: int | None = None,
 ) -> float:
-    """Percent of samples whose arg-max logit is the label (eval mode; training mode restored)."""
-    was_training = model.training
-    model.eval()
+    """Percent of samples whose arg-max logit is the label (eval mode; every module's own mode restored)."""
     counts = torch.zeros(2, dtype=torch.float64, device=device)  # correct, seen
-    try:
+    with eval_mode(model):
         for i, (images, labels) in enumerate(loader):
             if limit_batches is not None and i >= limit_batches:
                 break
@@ -33,7 +32,5 @@ def top1(
                 logits = model(images)
             counts[0] += (logits.argmax(1) == labels).sum()
             counts[1] += labels.numel()
-    finally:
-        model.train(was_training)
     correct, seen = all_reduce_sum(counts).tolist()
     return 100.0 * correct / max(seen, 1.0)

@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from prunelab.models.features import probe
+
 
 @dataclass
 class LayerCost:
@@ -62,37 +64,22 @@ def param_counts(model: nn.Module) -> tuple[int, int]:
     return sum(p.numel() for p in params), sum(p.numel() for p in params if id(p) not in bn)
 
 
-@torch.no_grad()
 def count(model: nn.Module, input_shape: tuple[int, ...]) -> Cost:
     """Count parameters and per-image MACs with one forward pass on a zero image of `input_shape` (C, H, W)."""
     per_layer: list[LayerCost] = []
 
-    def hook(name: str):
-        def record(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            macs = _layer_macs(module, inputs, output)
-            if macs or hasattr(module, "count_macs"):
-                params = sum(p.numel() for p in module.parameters(recurse=not hasattr(module, "count_macs")))
-                per_layer.append(LayerCost(name, type(module).__name__, macs, params, tuple(output.shape[1:])))
-
-        return record
+    def record(name: str, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        macs = _layer_macs(module, inputs, output)
+        if macs or hasattr(module, "count_macs"):
+            params = sum(p.numel() for p in module.parameters(recurse=not hasattr(module, "count_macs")))
+            per_layer.append(LayerCost(name, type(module).__name__, macs, params, tuple(output.shape[1:])))
 
     counted = [
-        (n, m) for n, m in model.named_modules() if hasattr(m, "count_macs") or isinstance(m, (nn.Conv2d, nn.Linear))
+        n for n, m in model.named_modules() if hasattr(m, "count_macs") or isinstance(m, (nn.Conv2d, nn.Linear))
     ]
     # a module with its own count_macs covers its children
-    owners = [n for n, m in counted if hasattr(m, "count_macs")]
-    counted = [(n, m) for n, m in counted if not any(n.startswith(o + ".") for o in owners)]
-    handles = [m.register_forward_hook(hook(n)) for n, m in counted]
-    was_training = model.training
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-    try:
-        model.eval()
-        model(torch.zeros(1, *input_shape, device=device, dtype=dtype))
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
+    owners = [n for n in counted if hasattr(model.get_submodule(n), "count_macs")]
+    counted = [n for n in counted if not any(n.startswith(o + ".") for o in owners)]
+    probe(model, input_shape, counted, record)
     params, params_no_bn = param_counts(model)
     return Cost(params, params_no_bn, sum(c.macs for c in per_layer), per_layer)

@@ -23,20 +23,19 @@ average over the N images with float64 sums on the model's device:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from functools import cache
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prunelab.models.features import FeatureTap, eval_mode
 from prunelab.surgery.groups import Member
 
 Batches = Sequence[tuple[torch.Tensor, torch.Tensor]]
 Criterion = Callable[[nn.Module, Sequence[Member], Batches, int], dict[str, torch.Tensor]]
-Hook = Callable[[nn.Module, tuple, torch.Tensor], torch.Tensor | None]
 CRITERIA: dict[str, Criterion] = {}
 
 
@@ -112,18 +111,16 @@ def _pool(threads: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(threads, thread_name_prefix="prunelab-svd")
 
 
-@contextmanager
-def _hooked(model: nn.Module, layers: Sequence[Member], make_hook: Callable[[Member], Hook]) -> Iterator[None]:
-    """Forward hooks on every member's feature module, model in eval mode; both undone on exit."""
-    handles = [model.get_submodule(m.feature).register_forward_hook(make_hook(m)) for m in layers]
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
+def _tapped(model: nn.Module, layers: Sequence[Member], fn: Callable[[Member, torch.Tensor], torch.Tensor | None]):
+    """A `FeatureTap` on every member's feature module that calls `fn(member, output)` for each member read there."""
+    readers: dict[str, list[Member]] = {}
+    for member in layers:
+        readers.setdefault(member.feature, []).append(member)
+
+    def read(name: str, _m: nn.Module, _inp: tuple, out: torch.Tensor) -> torch.Tensor | None:
+        return [fn(member, out) for member in readers[name]][0]
+
+    return FeatureTap(model, readers, read)
 
 
 def _add(sums: dict[str, torch.Tensor], conv: str, value: torch.Tensor) -> None:
@@ -148,15 +145,12 @@ def feature_statistic(
     sums: dict[str, torch.Tensor] = {}
     seen = 0
 
-    def make_hook(member: Member) -> Hook:
-        def record(_m: nn.Module, _inp: tuple, out: torch.Tensor) -> None:
-            maps = torch.relu(out) if member.relu else out
-            maps = maps if maps.dtype == torch.float64 else maps.float()
-            _add(sums, member.conv, per_map(maps).double().sum(0))
+    def record(member: Member, out: torch.Tensor) -> None:
+        maps = torch.relu(out) if member.relu else out
+        maps = maps if maps.dtype == torch.float64 else maps.float()
+        _add(sums, member.conv, per_map(maps).double().sum(0))
 
-        return record
-
-    with _hooked(model, layers, make_hook):
+    with _tapped(model, layers, record), eval_mode(model):
         for images, _ in batches:
             model(images)
             seen += len(images)
@@ -191,14 +185,11 @@ def taylor(model: nn.Module, layers: Sequence[Member], batches: Batches, seed: i
     seen = 0
     captured: list[tuple[Member, torch.Tensor]] = []
 
-    def make_hook(member: Member) -> Hook:
-        def capture(_m: nn.Module, _inp: tuple, out: torch.Tensor) -> torch.Tensor:
-            captured.append((member, out))
-            return out.clone()  # the network goes on with a copy, so in-place ops after it keep `out` intact
+    def capture(member: Member, out: torch.Tensor) -> torch.Tensor:
+        captured.append((member, out))
+        return out.clone()  # the network goes on with a copy, so in-place ops after it keep `out` intact
 
-        return capture
-
-    with _hooked(model, layers, make_hook), torch.enable_grad():
+    with _tapped(model, layers, capture), eval_mode(model), torch.enable_grad():
         for images, labels in batches:
             captured.clear()
             logits = model(images.detach().requires_grad_())

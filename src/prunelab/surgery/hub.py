@@ -20,6 +20,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from prunelab.models.features import eval_mode, zero_input
 from prunelab.models.structure import conv_bn_pairs
 from prunelab.surgery.groups import ChannelGroup, Member
 
@@ -30,14 +31,8 @@ def classifier_of(model: nn.Module) -> nn.Module:
 
 
 def _graph(model: nn.Module, input_shape: tuple[int, ...]) -> tp.DependencyGraph:
-    param = next(model.parameters())
-    example = torch.zeros(1, *input_shape, device=param.device, dtype=param.dtype)
-    was_training = model.training
-    model.eval()
-    try:
-        return tp.DependencyGraph().build_dependency(model, example_inputs=example)
-    finally:
-        model.train(was_training)
+    with eval_mode(model):
+        return tp.DependencyGraph().build_dependency(model, example_inputs=zero_input(model, input_shape))
 
 
 def groups(model: nn.Module, input_shape: tuple[int, ...]) -> list[ChannelGroup]:
