@@ -10,6 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from prunelab.config import expand_overrides
 from prunelab.errors import UserError
 from prunelab.pipeline import run
 from prunelab.record import command_line
@@ -30,4 +31,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv[1:] = expand_overrides(sys.argv[1:])
     main()

@@ -27,7 +27,7 @@ from prunelab.models import build_model
 from bench import REPO, code_version, timed
 from prunelab.record import command_line, device_name, utc_timestamp, write_json_atomic
 
-SOURCES = ("src/prunelab/layers/lowrank.py", "src/prunelab/methods/lrpet.py", "experiments/bench_lrpet_projection.py")
+SOURCES = ("src/prunelab/layers/matrix.py", "src/prunelab/methods/lrpet.py", "experiments/bench_lrpet_projection.py")
 
 
 def interleaved(variants: dict[str, tuple[Callable[[], None], int]], device: torch.device) -> dict[str, list[float]]:

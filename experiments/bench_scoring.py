@@ -34,7 +34,7 @@ from bench import REPO, code_version, timed
 from prunelab.record import command_line, device_name, utc_timestamp, write_json_atomic
 from prunelab.surgery import Member, channel_groups
 
-SOURCES = ("src/prunelab/methods/criteria.py", "experiments/bench_scoring.py")
+SOURCES = ("src/prunelab/methods/criteria.py", "src/prunelab/models/features.py", "experiments/bench_scoring.py")
 
 
 @torch.no_grad()

@@ -29,6 +29,7 @@ from prunelab.models import build_model
 from prunelab.pipeline import REPO
 from prunelab.record import command_line, device_name, git_sha
 from prunelab.train.loop import fit
+from prunelab.train.stage import Stage
 
 MEAN, STD = [0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010]
 
@@ -45,7 +46,7 @@ def ours(images: torch.Tensor, labels: torch.Tensor, device: torch.device, epoch
                            mean=MEAN, std=STD, pad=4, flip=True, device=device)
     torch.manual_seed(0)
     model = build_model(OmegaConf.load(REPO / "conf" / "model" / "resnet56.yaml"), 10).to(device)
-    result = fit(model, data, recipe(epochs, compile_model, device.type == "cuda"), phase="bench", device=device,
+    result = fit(model, data, Stage("bench", recipe(epochs, compile_model, device.type == "cuda")), device=device,
                  seed=0)
     times = [row["epoch_time_s"] for row in result.history]
     steady = times[1:] or times  # the first epoch includes cudnn autotuning and compilation

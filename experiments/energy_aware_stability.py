@@ -62,7 +62,7 @@ def score_agreement(cfg: DictConfig) -> tuple[pd.DataFrame, int]:
     groups = channel_groups(model, data.input_shape, str(cfg.method.stage_mode))
     rates = method.rates(groups)
     members = scored_members(groups, rates, cfg.method.scoring.feature == "pre_add")
-    ctx = Context(cfg.method, data, device, int(cfg.seed), model, str(cfg.model.name))
+    ctx = Context(data, device, int(cfg.seed), cfg.trainer, model, str(cfg.model.name))
     reference_images = stream(method, ctx, int(st.reference_images), int(st.reference_seed))
     sizes = [int(n) for n in st.images]
     rows = []

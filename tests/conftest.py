@@ -6,8 +6,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
+
+from prunelab.config import compose_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -16,11 +17,6 @@ TINY = [
     "dataset=synthetic", "dataset.num_train=64", "dataset.num_test=32", "dataset.image_size=8", "dataset.pad=1",
     "model=resnet20", "model.widths=[4,8,16]", "trainer=smoke", "device=cpu",
 ]
-
-
-def compose_config(overrides: list[str]) -> DictConfig:
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose("config", overrides=overrides)
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ def worker(rank: int, port: int, out: str) -> None:
     from prunelab.models import build_model
     from prunelab.train.distributed import init_world, pick_device
     from prunelab.train.loop import evaluate, fit
+    from prunelab.train.stage import Stage
 
     cfg = compose_config([*TINY, "trainer.limit_steps=3", "trainer.limit_eval_batches=null"])
     world = init_world("cpu")
@@ -34,7 +35,7 @@ def worker(rank: int, port: int, out: str) -> None:
     data = build_dataset(cfg.dataset, device)
     torch.manual_seed(0)
     model = build_model(cfg.model, data.num_classes)
-    result = fit(model, data, cfg.trainer, phase="finetune", device=device, seed=0, world=world)
+    result = fit(model, data, Stage("finetune", cfg.trainer), device=device, seed=0, world=world)
     flat = torch.cat([p.detach().flatten() for p in model.parameters()])
     acc_ddp = evaluate(model, data, cfg.trainer, device, world)
     torch.distributed.destroy_process_group()

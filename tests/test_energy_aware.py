@@ -1,5 +1,5 @@
 """Energy-aware pruning: the nuclear-norm score and its comparison criteria, the paper's rates, the toy
-experiment and the stability analysis (papers/energy_aware.md §7; surgery identities are in test_surgery.py)."""
+experiment and the stability analysis (docs/papers/energy_aware.md §7; surgery identities are in test_surgery.py)."""
 
 from __future__ import annotations
 
@@ -212,7 +212,7 @@ def test_dead_channels_score_zero_and_nuclear_pruning_removes_them_exactly() -> 
     cfg.compress_rate, cfg.scoring.images, cfg.scoring.augment = rates, 8, False
     x = next(iter(data.loader("test", 8, train=False)))[0]
     before = model(x)
-    pruned = ChannelPruning(cfg).prepare(model, Context(cfg, data, torch.device("cpu"), 0))
+    pruned = ChannelPruning(cfg).prepare(model, Context(data, torch.device("cpu"), 0))
     assert pruned.layer2[1].conv1.out_channels == 4
     torch.testing.assert_close(pruned.eval()(x), before, atol=1e-5, rtol=0)
     scores = CRITERIA["nuclear"](model, members(model), [(x, labels)], 0)["layer2.1.conv1"]

@@ -1,5 +1,5 @@
 """LRPET: projection identities (float64), BN rectification, rank plans, export equivalence, README counts,
-dead layers and a two-epoch training smoke test (papers/lrpet.md §6)."""
+dead layers and a two-epoch training smoke test (docs/papers/lrpet.md §6)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from prunelab.errors import UserError
-from prunelab.layers.lowrank import LowRankConv2d, ZeroConv2d, energy_transfer, project, rank_for, to_lowrank
+from prunelab.layers.lowrank import LowRankConv2d, to_lowrank
+from prunelab.layers.zero import ZeroConv2d
 from prunelab.measure import count
 from prunelab.methods.base import Context, build_method
-from prunelab.methods.lrpet import LRPET, dead_layers, plan_ranks, project_model
+from prunelab.methods.lrpet import LRPET, dead_layers, energy_transfer, plan_ranks, project, project_model, rank_for
 from prunelab.models import build_model
 from prunelab.train.callbacks import TrainState
 
@@ -39,7 +40,7 @@ def method_cfg(**overrides) -> DictConfig:
 
 
 def context(cfg: DictConfig, input_shape: tuple[int, ...] = CIFAR) -> Context:
-    return Context(cfg, SimpleNamespace(input_shape=input_shape), torch.device("cpu"), seed=0)
+    return Context(SimpleNamespace(input_shape=input_shape), torch.device("cpu"), seed=0)
 
 
 def cifar_resnet(depth: int, widths: list[int] = (16, 32, 64)) -> nn.Module:
@@ -331,7 +332,7 @@ def test_readme_counts_of_the_exported_model(row: str) -> None:
 
 @pytest.mark.parametrize("row", ["vgg16", "resnet18", "resnet34", "resnet50"])
 def test_readme_counts_of_the_exported_structure(row: str) -> None:
-    """The same structure (`to_lowrank`, which `export_lowrank` fills) without the SVDs, to keep the test fast."""
+    """The same structure (`to_lowrank`, which `factorise` fills) without the SVDs, to keep the test fast."""
     model, cfg, shape = readme_model(row)
     method = LRPET(cfg)
     method.prepare(model, context(cfg, (3, 32, 32)))
@@ -342,7 +343,7 @@ def test_readme_counts_of_the_exported_structure(row: str) -> None:
 
 
 def test_spec_finer_figures() -> None:
-    """papers/lrpet.md §6.11 quotes one more digit, all rounded: 0.394M, 0.655M, 1.626M, 0.861G, 1.715G, 1.903G."""
+    """docs/papers/lrpet.md §6.11 quotes one more digit, all rounded: 0.394M, 0.655M, 1.626M, 0.861G, 1.715G, 1.903G."""
     finer = {"resnet56": (5, "0.394M"), "resnet110": (5, "0.655M"), "vgg16": (5, "1.626M"),
              "resnet18": (4, "0.861G"), "resnet34": (4, "1.715G"), "resnet50": (4, "1.903G")}
     for row, (column, text) in finer.items():

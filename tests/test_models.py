@@ -14,7 +14,7 @@ from prunelab.models.cifar_resnet import CifarResNet, ResNetSpec, positional_map
 
 CONF = "conf/model/{}.yaml"
 
-# (config, num_classes, input shape) -> (MACs, params incl. BN, params excl. BN); design.md / anchors.md §4.2
+# (config, num_classes, input shape) -> (MACs, params incl. BN, params excl. BN); docs/design.md, "Conventions"
 GOLDEN = {
     "resnet20": (40_551_040, 269_722, 268_346),
     "resnet56": (125_485_696, 853_018, 848_954),

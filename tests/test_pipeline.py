@@ -106,7 +106,7 @@ def test_resume_equals_uninterrupted_run(tiny_cfg, tmp_path: Path, monkeypatch) 
 def test_resume_refuses_a_checkpoint_of_another_config(tiny_cfg, tmp_path: Path) -> None:
     cfg = tiny_cfg("method=l1")
     pipeline.run(cfg, tmp_path / "a")
-    path = Path(cfg.paths.checkpoints) / pipeline.run_key(cfg) / "method.pt"
+    path = Path(cfg.paths.checkpoints) / pipeline.run_key(cfg) / "finetune.pt"
     payload = ckpt.load(path)
     payload["fingerprint"] = "something else"
     ckpt.save_atomic(path, payload)
@@ -182,3 +182,18 @@ def test_every_experiment_runs_one_tiny_step(tiny_cfg, tmp_path: Path, name: str
         cfg.model.pretrained = False  # no downloads in tests
     record = pipeline.run(cfg, tmp_path / "run")
     assert record["experiment"] == name and record["recipe"] == "smoke"
+
+
+def test_a_multirun_over_two_experiments_records_one_row_per_job(tmp_path: Path) -> None:
+    tiny = [o for o in TINY if not o.startswith("model")] + ["dataset.image_size=32"]
+    where = [f"results.csv={tmp_path}/runs.csv", f"paths.baselines={tmp_path}/b", f"paths.checkpoints={tmp_path}/c",
+             f"hydra.sweep.dir={tmp_path}/multi"]
+    done = subprocess.run([sys.executable, "run.py", "-m", "experiment=quickstart,lrpet_ablation", *tiny, *where],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = read_results(tmp_path / "runs.csv")
+    assert [(r["experiment"], r["method"], r["model"]) for r in rows] == [
+        ("quickstart", "l1", "resnet20"), ("lrpet_ablation", "lrpet", "resnet56")]
+    for row in rows:  # each row points at its own job's record and reruns just that job
+        assert json.loads((Path(row["run_dir"]) / "metrics.json").read_text())["timestamp"] == row["timestamp"]
+        assert f"experiment={row['experiment']}" in row["command"] and "-m" not in row["command"].split()

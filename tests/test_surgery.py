@@ -180,7 +180,7 @@ def test_l1_method_keeps_largest_filters() -> None:
                            num_classes=10, input_size=16, mean=[0, 0, 0], std=[1, 1, 1], pad=0, flip=False,
                            device=torch.device("cpu"))
     original = conv.weight.detach().clone()
-    pruned = ChannelPruning(cfg).prepare(model, Context(cfg, data, torch.device("cpu"), 0))
+    pruned = ChannelPruning(cfg).prepare(model, Context(data, torch.device("cpu"), 0))
     assert torch.equal(pruned.layer1[0].conv1.weight, original[4:])
 
 

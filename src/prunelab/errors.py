@@ -7,6 +7,9 @@ line and exit with status 2; nothing is written to the results CSV.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+
 
 class UserError(Exception):
     """Bad input, reported as one line that names the key and the fix."""
@@ -18,3 +21,13 @@ def choose(kind: str, name: str, valid: "list[str] | dict") -> str:
     if name not in names:
         raise UserError(f"unknown {kind} '{name}': choose one of {', '.join(names)}")
     return name
+
+
+def cli(body: Callable[[], object]) -> int:
+    """Run an entry point's `body`: a `UserError` becomes one line on stderr and exit status 2."""
+    try:
+        body()
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0

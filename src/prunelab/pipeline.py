@@ -1,6 +1,6 @@
-"""One run, top to bottom (design.md, "One path for every run").
+"""One run, top to bottom (docs/design.md, "One path for every run").
 
-    config -> data -> model -> dense baseline -> method.prepare -> train -> method.finalize
+    config -> data -> model -> dense baseline -> method.prepare -> stage 1 ... stage n -> method.finalize
            -> measure -> record
 
 `run(cfg, run_dir, command)` is the only caller of each stage; `run.py` hands it the
@@ -31,10 +31,11 @@ from prunelab.train import checkpoint as ckpt
 from prunelab.train.baseline import Baseline, dense_baseline, digest
 from prunelab.train.distributed import World, init_world, pick_device
 from prunelab.train.loop import FitResult, evaluate, fit
+from prunelab.train.stage import Stage
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
-HISTORY_COLUMNS = ("phase", "epoch", "lr", "train_loss", "train_acc", "test_acc", "epoch_time_s")
+HISTORY_COLUMNS = ("phase", "epoch", "lr", "train_loss", "train_acc", "test_acc", "val_acc", "epoch_time_s")
 NOT_PART_OF_A_RUN = ("resume", "logger", "results", "device", "paths")  # keys that do not change the numbers
 
 
@@ -50,33 +51,26 @@ def run(cfg: DictConfig, run_dir: Path, command: str = "") -> dict[str, Any]:
     if baseline is not None:
         log.info("dense baseline: %.2f%% after %d epochs (%s)", baseline.acc, baseline.epochs, baseline.source)
     model = _starting_model(cfg, method, baseline, data, device)
-    ctx = Context(cfg.method, data, device, int(cfg.seed), baseline.model if baseline else None,
+    ctx = Context(data, device, int(cfg.seed), cfg.trainer, baseline.model if baseline else None,
                   str(cfg.model.name), run_dir)
     model = method.prepare(model, ctx).to(device)
+    stages = method.stages(ctx)
+    _check_stage_names(stages)
     acc_compressed = None if method.trains_from_scratch else evaluate(model, data, cfg.trainer, device, world)
     if acc_compressed is not None:
-        log.info("compressed: %.2f%% before %s", acc_compressed, cfg.trainer.name)
+        log.info("compressed: %.2f%% before %s", acc_compressed, recipe_label(stages))
     with _mirror(cfg, run_dir, world) as mirror:
         history = HistoryWriter(run_dir / "history.csv", HISTORY_COLUMNS) if world.is_main else None
-
-        def log_epoch(row: dict[str, Any]) -> None:
-            history.append(row)
-            mirror.log({f"{row['phase']}/{k}": v for k, v in row.items() if k != "phase"}, step=int(row["epoch"]))
-
-        trained = fit(
-            model, data, cfg.trainer, phase="scratch" if method.trains_from_scratch else "finetune", device=device,
-            seed=int(cfg.seed), world=world, callbacks=method.callbacks(ctx),
-            checkpoint=Path(str(cfg.paths.checkpoints)) / run_key(cfg) / "method.pt",
-            resume=bool(cfg.resume) or int(os.environ.get("SLURM_RESTART_COUNT", "0")) > 0,
-            fingerprint=run_key(cfg), on_epoch=log_epoch if world.is_main else None,
-        )
+        model, trained = _train(cfg, model, stages, data, device, world, history, mirror)
         model = method.finalize(model, ctx).to(device)
         acc_final = evaluate(model, data, cfg.trainer, device, world)
+        if data.num_val:
+            ctx.extra["acc_val"] = evaluate(model, data, cfg.trainer, device, world, split="val")
         if not world.is_main:
             return {}
         record = _record(cfg, method, ctx, data.tag, baseline, count(model, data.input_shape), acc_compressed,
-                         acc_final, trained, device, world, run_dir, command)
-        ckpt.save_model(run_dir / "model.pt", model)
+                         acc_final, trained, stages, device, world, run_dir, command)
+        ckpt.save_model(run_dir / "model.pt", model, config=OmegaConf.to_container(cfg, resolve=True))
         write_json_atomic(run_dir / "metrics.json", record)
         append_row(Path(str(cfg.results.csv)), record)
         mirror.summary(record)
@@ -85,6 +79,45 @@ def run(cfg: DictConfig, run_dir: Path, command: str = "") -> dict[str, Any]:
              record["base_params"], record["params"], 100 * record["params_reduction"], record["base_macs"],
              record["macs"], 100 * record["macs_reduction"], cfg.results.csv)
     return record
+
+
+def _train(cfg: DictConfig, model: nn.Module, stages: list[Stage], data, device: torch.device, world: World,
+           history: HistoryWriter | None, mirror: Mirror) -> tuple[nn.Module, list[FitResult]]:
+    """Run the stages in order, each with its own epoch checkpoint; history and W&B rows carry the stage name.
+
+    W&B steps count epochs over all stages (the configured epochs of earlier stages plus this
+    epoch), so they increase over the job and a resumed job logs at the same steps.
+    """
+    key = run_key(cfg)
+    resume = bool(cfg.resume) or int(os.environ.get("SLURM_RESTART_COUNT", "0")) > 0
+    results, offset = [], 0
+    for stage in stages:
+        if stage.setup is not None:
+            model = stage.setup(model).to(device)
+
+        def log_epoch(row: dict[str, Any], offset: int = offset) -> None:
+            history.append(row)
+            mirror.log({f"{row['phase']}/{k}": v for k, v in row.items() if k != "phase"},
+                       step=offset + int(row["epoch"]))
+
+        results.append(fit(
+            model, data, stage, device=device, seed=int(cfg.seed), world=world,
+            checkpoint=Path(str(cfg.paths.checkpoints)) / key / f"{stage.name}.pt", resume=resume,
+            fingerprint=key, on_epoch=log_epoch if world.is_main else None,
+        ))
+        offset += int(stage.recipe["epochs"])
+    return model, results
+
+
+def _check_stage_names(stages: list[Stage]) -> None:
+    names = [s.name for s in stages]
+    if len(set(names)) != len(names) or "baseline" in names:
+        raise ValueError(f"stage names must be unique and not 'baseline' (they name checkpoints): {names}")
+
+
+def recipe_label(stages: list[Stage]) -> str:
+    """The recipe names of the stages, joined by '+' (one name for a one-stage method)."""
+    return "+".join(dict.fromkeys(str(s.recipe["name"]) for s in stages)) or "none"
 
 
 def _mirror(cfg: DictConfig, run_dir: Path, world: World) -> Mirror:
@@ -127,10 +160,11 @@ def _starting_model(cfg: DictConfig, method: Method, baseline: Baseline | None, 
 
 
 def _record(cfg: DictConfig, method: Method, ctx: Context, data_tag: str, baseline: Baseline | None, cost: Cost,
-            acc_compressed: float | None, acc_final: float, trained: FitResult, device: torch.device,
-            world: World, run_dir: Path, command: str) -> dict[str, Any]:
-    """The flat result row of record/schema.py."""
+            acc_compressed: float | None, acc_final: float, trained: list[FitResult], stages: list[Stage],
+            device: torch.device, world: World, run_dir: Path, command: str) -> dict[str, Any]:
+    """The flat result row of record/schema.py; epochs and time are summed over the stages."""
     dense = count(build_model(cfg.model, ctx.data.num_classes).to(device), ctx.data.input_shape)
+    best = [r.acc_best for r in trained if r.epochs]
     return {
         "method": method.label, "model": str(cfg.model.name), "dataset": str(cfg.dataset.name),
         "seed": int(cfg.seed), "target": method.target,
@@ -138,10 +172,10 @@ def _record(cfg: DictConfig, method: Method, ctx: Context, data_tag: str, baseli
         "params": cost.params, "params_no_bn": cost.params_no_bn, "macs": cost.macs,
         "params_reduction": 1 - cost.params / dense.params, "macs_reduction": 1 - cost.macs / dense.macs,
         "base_acc": baseline.acc if baseline else None, "acc_compressed": acc_compressed,
-        "acc_final": acc_final, "acc_best": trained.acc_best if trained.epochs else acc_final,
-        "epochs_baseline": baseline.epochs if baseline else 0, "epochs_finetune": trained.epochs,
-        "train_time_s": trained.train_time_s, "device": device_name(device, world.world_size),
+        "acc_final": acc_final, "acc_best": max(best) if best else acc_final,
+        "epochs_baseline": baseline.epochs if baseline else 0, "epochs_finetune": sum(r.epochs for r in trained),
+        "train_time_s": sum(r.train_time_s for r in trained), "device": device_name(device, world.world_size),
         "git_sha": git_sha(REPO), "command": command, "run_dir": _relative(run_dir),
-        "experiment": str(cfg.experiment_name), "recipe": str(cfg.trainer.name), "data": data_tag,
+        "experiment": str(cfg.experiment_name), "recipe": recipe_label(stages), "data": data_tag,
         "timestamp": utc_timestamp(), "extra": ctx.extra,
     }

@@ -1,7 +1,8 @@
 """Cost of a configuration before training it: python -m prunelab.profile model=resnet56 method=l1 method.ratio=0.5
 
-Builds the model with random weights, applies the method's `prepare` and `finalize` on a
-few random images of the dataset's shape (no data is read or downloaded) and prints
+Builds the model with random weights, applies the method's `prepare`, its stages' structural
+`setup`s (without training) and `finalize` on a few random images of the dataset's shape (no
+data is read or downloaded) and prints
 one JSON line with the compressed model's parameters and MACs next to the dense ones.
 Takes the same overrides as run.py; `--layers` also prints the per-layer table.
 """
@@ -14,15 +15,14 @@ import sys
 from typing import Any
 
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from prunelab.config import compose_config
 from prunelab.data.in_memory import InMemoryDataset
-from prunelab.errors import UserError
+from prunelab.errors import cli
 from prunelab.measure import count
 from prunelab.methods.base import Context, build_method
 from prunelab.models import build_model
-from prunelab.pipeline import REPO
 
 PROFILE_IMAGES = 8
 
@@ -45,8 +45,11 @@ def profile(cfg: DictConfig, layers: bool = False) -> dict[str, Any]:
     torch.manual_seed(int(cfg.seed))
     dense = build_model(cfg.model, data.num_classes)
     method = build_method(cfg.method)
-    ctx = Context(cfg.method, data, torch.device("cpu"), int(cfg.seed), dense.eval(), str(cfg.model.name))
-    model = method.finalize(method.prepare(copy.deepcopy(dense), ctx), ctx)
+    ctx = Context(data, torch.device("cpu"), int(cfg.seed), cfg.trainer, dense.eval(), str(cfg.model.name))
+    model = method.prepare(copy.deepcopy(dense), ctx)
+    for stage in method.stages(ctx):  # no training; structural changes of later stages still apply
+        model = stage.setup(model) if stage.setup is not None else model
+    model = method.finalize(model, ctx)
     base, cost = count(dense, data.input_shape), count(model, data.input_shape)
     out: dict[str, Any] = {
         "params": cost.params, "params_no_bn": cost.params_no_bn, "macs": cost.macs,
@@ -62,14 +65,7 @@ def profile(cfg: DictConfig, layers: bool = False) -> dict[str, Any]:
 def main(argv: list[str]) -> int:
     layers = "--layers" in argv
     overrides = [a for a in argv if a != "--layers"]
-    try:
-        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-            cfg = compose("config", overrides=overrides)
-        print(json.dumps(profile(cfg, layers)))
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return cli(lambda: print(json.dumps(profile(compose_config(overrides), layers))))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Small datasets held whole on the training device as uint8, augmented there in batches.
 
-CIFAR and the synthetic dataset take this path (design.md, "Speed"): the uint8 images
+CIFAR and the synthetic dataset take this path (docs/design.md, "Speed"): the uint8 images
 are moved to the device once; each batch is gathered, cropped, flipped and normalised
 there with a handful of batched kernels, with no PIL, no per-image Python loop and no
 host synchronisation per step.  Random numbers for a whole epoch are drawn up front on a

@@ -1,4 +1,4 @@
-"""Parameter and MAC counting (design.md, "Cost" and "Conventions").
+"""Parameter and MAC counting (docs/design.md, "Cost" and "Conventions").
 
 MACs are the multiply-accumulates of Conv2d and Linear weights for one input image:
 conv: H_out * W_out * C_out * (C_in / groups) * k_h * k_w; linear: (tokens) * in * out.

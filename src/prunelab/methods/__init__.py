@@ -1,6 +1,9 @@
-"""Compression methods, registered by `method.kind` (see base.py for the contract)."""
+"""Compression methods, registered by `method.kind` (see base.py for the contract).
 
-from prunelab.methods import channel, dense, lrpet  # noqa: F401
-from prunelab.methods.base import METHODS, Context, Method, build_method, register
+A new method module is imported here so that its `@register` runs.
+"""
 
-__all__ = ["METHODS", "Context", "Method", "build_method", "register"]
+from prunelab.methods import channel, dense, lrpet, svd  # noqa: F401
+from prunelab.methods.base import METHODS, Composite, Context, Method, build_method, register
+
+__all__ = ["METHODS", "Composite", "Context", "Method", "build_method", "register"]

@@ -1,19 +1,28 @@
-"""The method contract (design.md, "Method").
+"""The method contract (docs/design.md, "Method").
 
 A method turns a (dense, trained or freshly initialised) model into a compressed one:
 
     model = method.prepare(model, ctx)        # e.g. score and remove channels, swap layers
-    fit(model, callbacks=method.callbacks(ctx))   # fine-tune, or train from scratch
-    model = method.finalize(model, ctx)       # e.g. export low-rank factors
+    for stage in method.stages(ctx):          # fine-tune, train from scratch, train some parts only
+        fit(model, stage)
+    model = method.finalize(model, ctx)       # e.g. export low-rank factors (exact)
 
-Methods register themselves by `kind` (the `method.kind` config key); a method config
-file under conf/method/ picks a kind and sets its options.
+The default `stages` is one stage named "finetune" ("scratch" for methods that train from
+scratch) with the run's `trainer` recipe, the method's `param_groups(model)` (None: every
+parameter) and its `callbacks(ctx)`; a method with several stages overrides `stages`.
+
+Composition by delegation: a `Composite` holds another method under a config key (filled by
+Hydra defaults, e.g. `/method@pruner: l1` in conf/method/svd.yaml), prepares with it first,
+finalizes with it last, and records as `outer(inner)`.
+
+Methods register themselves by `kind` (the `method.kind` config key); a method config file
+under conf/method/ picks a kind and sets its options.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,26 +31,27 @@ from omegaconf import DictConfig
 from torch import nn
 
 from prunelab.data.base import Dataset
-from prunelab.errors import choose
+from prunelab.errors import UserError, choose
 from prunelab.train.callbacks import Callback
+from prunelab.train.stage import ParamGroup, Stage
 
 
 @dataclass
 class Context:
     """What a method may use besides the model."""
 
-    cfg: DictConfig  # this method's config node (cfg.method)
-    data: Dataset  # for activation-based scores (train split) and evaluation
+    data: Dataset  # for activation-based scores (train split), selection (val split) and evaluation
     device: torch.device
     seed: int
-    teacher: nn.Module | None = None  # the trained dense model, eval mode (None in profile-only runs)
+    trainer: Mapping[str, Any] = field(default_factory=dict)  # the run's method-phase recipe (cfg.trainer)
+    teacher: nn.Module | None = None  # the trained dense model, eval mode (None without a baseline)
     model_name: str = ""
     run_dir: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # numbers the method reports (-> record "extra")
 
 
 class Method:
-    """Base class; the defaults describe a method that changes nothing."""
+    """Base class; the defaults describe a method that changes nothing and fine-tunes everything."""
 
     trains_from_scratch: bool = False  # True: the method's model starts from a fresh init
 
@@ -58,14 +68,70 @@ class Method:
         """The compression target as configured, for the record."""
         return ""
 
+    @property
+    def phase(self) -> str:
+        """Name of the default stage (history phase, checkpoint)."""
+        return "scratch" if self.trains_from_scratch else "finetune"
+
     def prepare(self, model: nn.Module, ctx: Context) -> nn.Module:
         return model
 
+    def stages(self, ctx: Context) -> list[Stage]:
+        return [Stage(self.phase, ctx.trainer, param_groups=self.param_groups, callbacks=self.callbacks(ctx))]
+
+    param_groups: Callable[[nn.Module], list[ParamGroup]] | None = None  # the default stage's groups (None: all)
+
     def callbacks(self, ctx: Context) -> list[Callback]:
+        """Callbacks of the default stage."""
         return []
 
     def finalize(self, model: nn.Module, ctx: Context) -> nn.Module:
         return model
+
+
+class Composite(Method):
+    """A method that delegates to an inner method held under `cfg[inner_key]` (composition by delegation).
+
+    `prepare` runs the inner method's prepare (a subclass adds its own step after it), `finalize`
+    the inner one's last (a subclass runs its own before it); the inner method reports into
+    `extra[inner_key]`.  The label is `outer(inner)`, the target joins both targets with "; ".
+    """
+
+    inner_key = "pruner"
+
+    def __init__(self, cfg: DictConfig) -> None:
+        super().__init__(cfg)
+        inner = cfg.get(self.inner_key)
+        if not isinstance(inner, Mapping) or "kind" not in inner:
+            raise UserError(
+                f"method.{self.inner_key}={inner!r} is not a method config: choose one with "
+                f"method@method.{self.inner_key}=NAME (a file of conf/method/)"
+            )
+        self.inner = build_method(inner)
+        self.trains_from_scratch = self.inner.trains_from_scratch
+
+    @property
+    def label(self) -> str:
+        return f"{self.cfg.name}({self.inner.label})"
+
+    @property
+    def target(self) -> str:
+        return "; ".join(t for t in (self.own_target, self.inner.target) if t)
+
+    @property
+    def own_target(self) -> str:
+        """The outer method's part of the target."""
+        return ""
+
+    def inner_context(self, ctx: Context) -> Context:
+        """`ctx` whose `extra` is the inner method's own sub-dict."""
+        return replace(ctx, extra=ctx.extra.setdefault(self.inner_key, {}))
+
+    def prepare(self, model: nn.Module, ctx: Context) -> nn.Module:
+        return self.inner.prepare(model, self.inner_context(ctx))
+
+    def finalize(self, model: nn.Module, ctx: Context) -> nn.Module:
+        return self.inner.finalize(model, self.inner_context(ctx))
 
 
 METHODS: dict[str, type[Method]] = {}
@@ -81,8 +147,8 @@ def register(kind: str) -> Callable[[type[Method]], type[Method]]:
     return add
 
 
-def build_method(cfg: DictConfig) -> Method:
+def build_method(cfg: Mapping[str, Any]) -> Method:
     """Instantiate the method named by `cfg.kind`."""
     import prunelab.methods  # noqa: F401  (registers every method module)
 
-    return METHODS[choose("method kind", str(cfg.kind), METHODS)](cfg)
+    return METHODS[choose("method kind", str(cfg["kind"]), METHODS)](cfg)

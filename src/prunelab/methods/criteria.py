@@ -1,4 +1,4 @@
-"""Filter-importance criteria (design.md, "Criterion").
+"""Filter-importance criteria (docs/design.md, "Criterion").
 
 Every criterion has the signature
 
@@ -15,7 +15,7 @@ with the model in eval mode, in one pass over `batches` for all layers at once, 
 average over the N images with float64 sums on the model's device:
 
     nuclear  (1/N) sum_n ||A[n, c]||_*     sum of singular values (energy-aware pruning,
-                                            Yeom et al. 2021, papers/energy_aware.md §2.1)
+                                            Yeom et al. 2021, docs/papers/energy_aware.md §2.1)
     hrank    (1/N) sum_n rank(A[n, c])     HRank (Lin et al. 2020)
     taylor   (1/N) sum_n |(1/HW) sum_hw A[n, c] * dl_n/dA[n, c]|   first-order Taylor
                                             (Molchanov et al. 2017), l_n = image n's loss

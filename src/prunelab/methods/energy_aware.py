@@ -1,4 +1,4 @@
-"""Energy-aware pruning (Yeom, Shim, Hwang, arXiv:2103.10858; papers/energy_aware.md): where its pieces live.
+"""Energy-aware pruning (Yeom, Shim, Hwang, arXiv:2103.10858; docs/papers/energy_aware.md): where its pieces live.
 
 - the score, mean nuclear norm of each filter's feature map, and the criteria it is compared with
   (L1, random, HRank, first-order Taylor): `methods/criteria.py`, used by the channel-pruning

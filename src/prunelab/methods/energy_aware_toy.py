@@ -1,4 +1,4 @@
-"""The toy experiment of energy-aware pruning (papers/energy_aware.md §5): which hidden units of a
+"""The toy experiment of energy-aware pruning (docs/papers/energy_aware.md §5): which hidden units of a
 small MLP on 2-D data can go without fine-tuning, by five criteria.
 
 Setting (the paper gives none; we follow its first author's earlier toy pruning study, [R] choices

@@ -1,4 +1,4 @@
-"""`method=lrpet`: low-rank projection with energy transfer, trained from scratch (papers/lrpet.md).
+"""`method=lrpet`: low-rank projection with energy transfer, trained from scratch (docs/papers/lrpet.md).
 
 Guo, Lin, Chen, Xing, Liu, Xu, "Compact Model Training by Low-Rank Projection With Energy
 Transfer", IEEE TNNLS 2024 (arXiv:2204.05566); official code BZQLin/LRPET.
@@ -7,7 +7,7 @@ Transfer", IEEE TNNLS 2024 (arXiv:2204.05566); official code BZQLin/LRPET.
               the classifier excluded) gets r = max(1, int(n - n*g)), n = min(Cout, Cin*k*k)
               (LRPET §2.2), or the rank from `method.ranks`; its BN comes from the forward
               graph (`conv_bn_pairs`), not from module order (§2.4 v, §5.3).
-    callbacks `LRPETProjection`: the full-rank weights are projected to rank r with energy
+    stage     one "scratch" stage with the `LRPETProjection` callback: the full-rank weights are projected to rank r with energy
               transfer and BN rectification (§2.3-2.4) after the last step of every epoch
               (CIFAR) or every `project_every` steps (ImageNet: 250) (§2.5).
     finalize  each conv becomes a k x k conv with r filters + a 1x1 conv, no fine-tuning (§2.6);
@@ -30,17 +30,92 @@ import torch
 import torch.distributed as dist
 from omegaconf import DictConfig
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from prunelab.errors import UserError, choose
-from prunelab.layers.lowrank import (
-    TRANSFERS, bn_row_scale, conv_matrix, export_lowrank, project, rank_for, shape_groups, to_lowrank,
-)
+from prunelab.layers.lowrank import factorise, to_lowrank
+from prunelab.layers.matrix import conv_matrix, shape_groups, thin_svd
 from prunelab.measure import count
 from prunelab.methods.base import Context, Method, register
 from prunelab.models.structure import conv_bn_pairs
 from prunelab.train.callbacks import Callback, TrainState
 
 SVD_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+TRANSFERS = ("scale", "additive", "none")
+
+
+def rank_for(n: int, g: float) -> int:
+    """Kept rank r = int(n - n*g) (float64, truncation toward zero), at least 1 (LRPET §2.2).
+
+    `n` = min(Cout, Cin*k*k) singular values, `g` = fraction removed.  Literal float
+    arithmetic, as the official code: rank_for(450, 0.54) == 206, not 207.
+    """
+    return max(1, int(n - n * g))
+
+
+def bn_row_scale(bn: _BatchNorm) -> torch.Tensor:
+    """a = gamma / sqrt(running_var + eps): the per-channel row scale BN folds into the conv (LRPET §2.4)."""
+    gamma = bn.weight if bn.weight is not None else torch.ones_like(bn.running_var)
+    return gamma / torch.sqrt(bn.running_var + bn.eps)
+
+
+def energy_transfer(s: torch.Tensor, ranks: torch.Tensor, mode: str = "scale", redu_fac: float = 0.0) -> torch.Tensor:
+    """New singular values s' (..., k) for descending `s` and kept ranks `ranks` (...) (LRPET §2.3).
+
+    The tail i > r becomes rho*s_i (rho = `redu_fac`, 0 = truncation).  The head i <= r:
+      scale    (official code): s'_i = sqrt(alpha) s_i, alpha = (sum s^2 - rho^2 sum_tail s^2) / sum_head s^2,
+               one common factor, so sum s'^2 == sum s^2;
+      additive (ablation): s'_i^2 = s_i^2 + (1 - rho^2) sum_tail s^2 / r, equal shares, same energy;
+      none     : s'_i = s_i (plain Eckart-Young truncation; energy drops).
+    """
+    if mode not in TRANSFERS:
+        raise ValueError(f"energy transfer must be one of {TRANSFERS}, got {mode!r}")
+    head = torch.arange(s.shape[-1], device=s.device) < ranks.unsqueeze(-1)
+    sq = s.square()
+    head_energy = (sq * head).sum(-1, keepdim=True)
+    tail_energy = sq.sum(-1, keepdim=True) - head_energy
+    tail = redu_fac * s
+    if mode == "none":
+        kept = s
+    elif mode == "scale":
+        alpha = (head_energy + (1.0 - redu_fac**2) * tail_energy) / head_energy.clamp_min(torch.finfo(s.dtype).tiny)
+        kept = s * alpha.sqrt()
+    else:
+        r = ranks.unsqueeze(-1).to(s.dtype)
+        kept = (sq + (1.0 - redu_fac**2) * tail_energy / r).sqrt()
+    return torch.where(head, kept, tail)
+
+
+def project(
+    m: torch.Tensor,
+    ranks: torch.Tensor | int,
+    row_scale: torch.Tensor | None = None,
+    *,
+    transfer: str = "scale",
+    redu_fac: float = 0.0,
+    bn_eps: float = 1e-5,
+    dead_threshold: float = 1e-4,
+    dtype: torch.dtype = torch.float64,
+) -> torch.Tensor:
+    """Rank-`ranks` projection with energy transfer of a matrix or a stack (B, m, n) (LRPET §2.3-2.4).
+
+    Without `row_scale`: M' = U diag(s') Vh with s' from `energy_transfer`.  With the BN
+    row scale a (B, m): project the folded matrix diag(a) M, then map back with the damped
+    inverse diag(a / (a^2 + bn_eps)) (the official code's eps_set; exact only for
+    a^2 >> bn_eps).  A matrix whose (folded) s1 is below `dead_threshold` is returned
+    unchanged, as the official code skips it.  The SVD runs in `dtype`; the result has m's dtype.
+    """
+    work = m.to(dtype)
+    if row_scale is not None:
+        a = row_scale.to(dtype).unsqueeze(-1)
+        work = a * work
+    u, s, vh = thin_svd(work, dtype)
+    ranks = torch.as_tensor(ranks, device=m.device).expand(s.shape[:-1])
+    out = u @ (energy_transfer(s, ranks, transfer, redu_fac).unsqueeze(-1) * vh)
+    if row_scale is not None:
+        out = a / (a.square() + bn_eps) * out
+    dead = (s[..., 0] < dead_threshold)[..., None, None]
+    return torch.where(dead, m.to(dtype), out).to(m.dtype)
 
 
 @dataclass(frozen=True)
@@ -248,7 +323,7 @@ class LRPET(Method):
         ranks = {p.name: p.rank for p in self.plan}
         dead = dead_layers(model, self.plan, self.how)
         nominal = count(to_lowrank(copy.deepcopy(model), ranks), shape)
-        export_lowrank(model, ranks, dead, self.how.dtype)
+        factorise(model, ranks, dead, self.how.dtype)
         exported = count(model, shape)
         ctx.extra.update(
             nominal_macs=nominal.macs, nominal_params_no_bn=nominal.params_no_bn, nominal_params=nominal.params,

@@ -1,4 +1,4 @@
-"""The run record (design.md, "Result"): metrics.json, the results CSV, history.csv, W&B.
+"""The run record (docs/design.md, "Result"): metrics.json, the results CSV, history.csv, W&B.
 
 The files on disk are the record; W&B is a mirror of them.
 """

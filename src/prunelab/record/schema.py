@@ -1,10 +1,10 @@
-"""The result record: one flat row per run (design.md, "Result").
+"""The result record: one flat row per run (docs/design.md, "Result").
 
 Written to the run dir's metrics.json, appended as one row to the results CSV and mirrored
 to the W&B summary.  The column order below is the CSV header; tables read these names.
 
 Units: accuracies are top-1 percent on the test split; reductions are fractions
-``1 - compressed / dense``; MACs follow design.md (conv + linear multiply-accumulates).
+``1 - compressed / dense``; MACs follow docs/design.md (conv + linear multiply-accumulates).
 """
 
 from __future__ import annotations

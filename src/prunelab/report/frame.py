@@ -17,7 +17,7 @@ import pandas as pd
 
 from prunelab.errors import UserError
 from prunelab.record.schema import FLOAT_FIELDS, INT_FIELDS, RESULT_FIELDS
-from prunelab.report.methods import METHODS
+from prunelab.report.methods import METHODS, is_known
 
 PAPER_NUMBERS = "paper_numbers.csv"
 # folders under results/ that hold other CSVs (benchmarks, curves that drivers plot themselves)
@@ -115,7 +115,7 @@ def _parse_run(path: Path, line: int, row: dict[str, str]) -> dict[str, Any]:
             out[column] = value
         else:
             out[column] = text
-    if out["method"] not in METHODS:
+    if not is_known(out["method"]):
         _fail(path, line, "method", f"unknown method '{out['method']}' (known: {', '.join(METHODS)})")
     try:
         extra = json.loads(out["extra"] or "{}")

@@ -1,7 +1,8 @@
 """The method labels a results CSV may contain, one colour per method and one marker per paper.
 
 Adding a method to the project's tables is one entry in `METHODS` (label -> colour); a CSV
-row with a label missing here is rejected when results are loaded.  A paper whose numbers
+row with a label missing here is rejected when results are loaded.  A composed method's label
+`outer(inner)` is known when both parts are, and gets a stable colour of its own.  A paper whose numbers
 are plotted gets its marker from `PAPER_MARKERS` (others get a stable one of their own).
 """
 
@@ -18,6 +19,7 @@ METHODS: dict[str, str] = {
     "hrank": "#ff7f0e",
     "taylor": "#9467bd",
     "lrpet": "#2ca02c",
+    "svd": "#e6ab02",
 }
 
 # paper (the `paper` column of results/paper_numbers.csv) -> marker of its points in every plot
@@ -40,6 +42,14 @@ _FALLBACK_MARKERS = ("^", "<", ">", "8", "H", "d")
 def _pick(name: str, choices: tuple[str, ...]) -> str:
     """A stable choice for `name` (the same across runs and machines)."""
     return choices[zlib.crc32(name.encode()) % len(choices)]
+
+
+def is_known(label: str) -> bool:
+    """A label of `METHODS`, or `outer(inner)` with both parts known (composition)."""
+    outer, paren, inner = label.partition("(")
+    if not paren:
+        return label in METHODS
+    return inner.endswith(")") and outer in METHODS and is_known(inner[:-1])
 
 
 def color_for(label: str) -> str:

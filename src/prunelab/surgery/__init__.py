@@ -1,4 +1,4 @@
-"""Physical channel removal (design.md, "surgery/").
+"""Physical channel removal (docs/design.md, "surgery/").
 
 `channel_groups(model, input_shape, mode)` lists what can be pruned, in the model's
 per-layer rate order; `remove_channels(model, groups, keep, input_shape, mode)` returns

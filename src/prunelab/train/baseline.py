@@ -27,6 +27,7 @@ from prunelab.models import build_model
 from prunelab.train import checkpoint as ckpt
 from prunelab.train.distributed import World, barrier
 from prunelab.train.loop import evaluate, fit
+from prunelab.train.stage import Stage
 
 DATA_KEYS_IGNORED = ("root", "download", "num_workers")
 
@@ -76,7 +77,7 @@ def dense_baseline(cfg: DictConfig, data: Dataset, device: torch.device, world: 
     with FileLock(str(entry / ".lock")) if world.is_main else nullcontext():
         if not final.is_file():
             result = fit(
-                model, data, cfg.baseline.trainer, phase="baseline", device=device, seed=int(cfg.seed), world=world,
+                model, data, Stage("baseline", cfg.baseline.trainer), device=device, seed=int(cfg.seed), world=world,
                 checkpoint=entry / "last.pt", resume=True, fingerprint=entry.name,
             )
             if world.is_main:

@@ -70,13 +70,15 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], path: Path, k
 
 
 def save_model(path: Path, model: nn.Module, **extra: Any) -> None:
-    """The final model: its `arch()` spec, its new-type layers (layers.describe) and its weights."""
+    """The final model: its `arch()` spec, the description of its layers against a fresh model of that
+    arch (layers.describe: new layer types, widths surgery changed) and its weights."""
     arch = model.arch() if hasattr(model, "arch") else None
-    save_atomic(path, {"arch": arch, "layers": layers.describe(model), "model": model.state_dict(), **extra})
+    reference = model_from_arch(arch) if arch is not None else None
+    save_atomic(path, {"arch": arch, "layers": layers.describe(model, reference), "model": model.state_dict(), **extra})
 
 
 def load_model(path: Path, key: str = "model") -> nn.Module:
-    """Rebuild a model saved by `save_model` (width-spec models; hub models are not rebuildable after pruning)."""
+    """Rebuild a model saved by `save_model` (any arch, compressed or not) and load its weights."""
     payload = load(path, key)
     if payload.get("arch") is None:
         raise UserError(f"{key}: {path} has no model description (arch): it cannot be rebuilt")

@@ -1,7 +1,10 @@
 """Optimizer and learning-rate schedule of a trainer recipe (conf/trainer/*.yaml).
 
+`optimizer: sgd | adam | adamw` (momentum and nesterov for SGD, betas and eps for Adam/AdamW),
+over the stage's parameter groups (train/stage.py), each with its own weight decay and lr scale.
 The schedule is a pure function of fractional epoch t = epoch + step / steps_per_epoch,
-evaluated every step (so warm-up is smooth and resuming needs no scheduler state):
+evaluated every step (so warm-up is smooth and resuming needs no scheduler state); a group's
+lr is the schedule's value times its `lr_scale`:
 
     multistep: lr * gamma ** #{m in milestones : m <= epoch}
     cosine:    lr * (1 + cos(pi * (t - w) / (E - w))) / 2
@@ -11,21 +14,23 @@ evaluated every step (so warm-up is smooth and resuming needs no scheduler state
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from torch import nn
-
 from prunelab.errors import UserError
+from prunelab.train.stage import ParamGroup
 
 SCHEDULES = ("multistep", "cosine")
+OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
 def check_recipe(recipe: Mapping[str, Any]) -> None:
     """Reject recipe values that would fail later or silently do nothing."""
     if recipe["schedule"] not in SCHEDULES:
         raise UserError(f"unknown trainer.schedule '{recipe['schedule']}': choose one of {', '.join(SCHEDULES)}")
+    if recipe["optimizer"] not in OPTIMIZERS:
+        raise UserError(f"unknown trainer.optimizer '{recipe['optimizer']}': choose one of {', '.join(OPTIMIZERS)}")
     for key in ("epochs", "batch_size", "eval_batch_size"):
         if int(recipe[key]) < (0 if key == "epochs" else 1):
             raise UserError(f"trainer.{key}={recipe[key]} is out of range: use a positive integer")
@@ -33,17 +38,32 @@ def check_recipe(recipe: Mapping[str, Any]) -> None:
         raise UserError(f"trainer.lr={recipe['lr']} must be > 0")
     if not 0 <= float(recipe["label_smoothing"]) < 1:
         raise UserError(f"trainer.label_smoothing={recipe['label_smoothing']} must be in [0, 1)")
+    betas = list(recipe["betas"])
+    if len(betas) != 2 or not all(0 <= float(b) < 1 for b in betas):
+        raise UserError(f"trainer.betas={betas} must be two numbers in [0, 1), e.g. [0.9,0.999]")
 
 
-def build_optimizer(model: nn.Module, recipe: Mapping[str, Any]) -> torch.optim.SGD:
-    """SGD with momentum (optionally Nesterov) and weight decay on every parameter."""
-    return torch.optim.SGD(
-        model.parameters(),
-        lr=float(recipe["lr"]),
-        momentum=float(recipe["momentum"]),
-        nesterov=bool(recipe["nesterov"]),
-        weight_decay=float(recipe["weight_decay"]),
-    )
+def build_optimizer(groups: Sequence[ParamGroup], recipe: Mapping[str, Any]) -> torch.optim.Optimizer:
+    """The recipe's optimizer over `groups`; each torch param group keeps its `lr_scale` for the schedule."""
+    decay = float(recipe["weight_decay"])
+    torch_groups = [
+        {"params": g.params, "weight_decay": decay if g.weight_decay is None else float(g.weight_decay),
+         "lr_scale": float(g.lr_scale)}
+        for g in groups
+    ]
+    lr = float(recipe["lr"])
+    if recipe["optimizer"] == "sgd":
+        return torch.optim.SGD(torch_groups, lr=lr, momentum=float(recipe["momentum"]),
+                               nesterov=bool(recipe["nesterov"]), weight_decay=decay)
+    adam = torch.optim.Adam if recipe["optimizer"] == "adam" else torch.optim.AdamW
+    return adam(torch_groups, lr=lr, betas=tuple(float(b) for b in recipe["betas"]), eps=float(recipe["eps"]),
+                weight_decay=decay)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Give every param group the schedule's `lr` times its own `lr_scale`."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group["lr_scale"]
 
 
 def lr_at(recipe: Mapping[str, Any], t: float) -> float:

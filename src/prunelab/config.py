@@ -1,0 +1,51 @@
+"""Command-line overrides, shared by run.py, `prunelab.profile` and `prunelab.evaluate`.
+
+A method config that holds another method (composition, methods/base.py `Composite`) declares
+it in its defaults list, e.g. `- /method@pruner: l1` in conf/method/svd.yaml.  Hydra's own
+override for that slot is `method@method.pruner=nuclear`; `method.pruner=nuclear` would replace
+the pruner's whole config by a string.  `expand_overrides` rewrites the second form into the
+first when the value names method configs, so both work (sweeps too: `method.pruner=l1,nuclear`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from functools import cache
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+_SLOT = re.compile(r"/method@(\w+)")
+
+
+@cache
+def method_slots() -> frozenset[str]:
+    """`method.<key>` of every slot that a method config fills with another method."""
+    slots = set()
+    for path in (CONF / "method").glob("*.yaml"):
+        for entry in OmegaConf.to_container(OmegaConf.load(path)).get("defaults", []):
+            for key in entry if isinstance(entry, dict) else [entry]:
+                if match := _SLOT.fullmatch(str(key)):
+                    slots.add(f"method.{match.group(1)}")
+    return frozenset(slots)
+
+
+def expand_overrides(overrides: Sequence[str]) -> list[str]:
+    """`overrides` with `method.<slot>=NAME[,NAME...]` written as Hydra's `method@method.<slot>=...`."""
+    names = {p.stem for p in (CONF / "method").glob("*.yaml")}
+    out = []
+    for item in overrides:
+        key, eq, value = item.partition("=")
+        if eq and key in method_slots() and value and set(value.split(",")) <= names:
+            item = f"method@{key}={value}"
+        out.append(item)
+    return out
+
+
+def compose_config(overrides: Sequence[str]) -> DictConfig:
+    """The run config that `python run.py <overrides>` would compose (without Hydra's own keys)."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=expand_overrides(overrides))

@@ -1,0 +1,83 @@
+"""Evaluate a saved run: python -m prunelab.evaluate RUN_DIR [key=value ...] [--split=val]
+
+Rebuilds the final model from RUN_DIR/model.pt (or a model.pt path) without pickling modules
+(its arch, layer description and weights), builds the run's dataset from the config stored in
+the checkpoint, evaluates it with the run's evaluation settings and prints one JSON line: the
+accuracy, the split, the data tag and, when the run dir has one, the accuracy its metrics.json
+recorded.  `key=value` overrides change the stored config (e.g. `dataset.root=DIR device=cpu`);
+a model.pt without a stored config takes the overrides of run.py (`dataset=cifar10 ...`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from prunelab.config import compose_config
+from prunelab.data import build_dataset
+from prunelab.errors import UserError, cli
+from prunelab.train import checkpoint as ckpt
+from prunelab.train.distributed import World, pick_device
+from prunelab.train.loop import evaluate
+
+SPLITS = ("test", "val")
+
+
+def model_path(target: Path) -> Path:
+    """`target/model.pt` for a run dir, else `target` itself."""
+    return target / "model.pt" if target.is_dir() else target
+
+
+def run_config(payload: dict[str, Any], overrides: list[str]) -> DictConfig:
+    """The config stored with the model, with `overrides` applied (or run.py's config when none is stored)."""
+    stored = payload.get("config")
+    if stored is None:
+        return compose_config(overrides)
+    bad = [o for o in overrides if "=" not in o or o.startswith(("+", "~"))]
+    if bad:
+        raise UserError(f"override '{bad[0]}': give key=value pairs that change the run's stored config")
+    cfg = OmegaConf.create(stored)
+    return OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides)) if overrides else cfg
+
+
+def evaluate_saved(target: Path, overrides: list[str] = (), split: str = "test") -> dict[str, Any]:
+    """Accuracy of the saved model at `target` (run dir or model.pt) on `split`, beside the recorded one."""
+    path = model_path(target)
+    payload = ckpt.load(path, key="model")
+    cfg = run_config(payload, list(overrides))
+    device = pick_device(str(cfg.device), World())
+    data = build_dataset(cfg.dataset, device)
+    model = ckpt.load_model(path).to(device)
+    acc = evaluate(model, data, cfg.trainer, device, split=split)
+    metrics = path.parent / "metrics.json"
+    recorded = None
+    if metrics.is_file():
+        record = json.loads(metrics.read_text())
+        recorded = record["acc_final"] if split == "test" else record["extra"].get("acc_val")
+    return {"acc": acc, "split": split, "data": data.tag, "recorded": recorded}
+
+
+def main(argv: list[str]) -> int:
+    return cli(lambda: print(json.dumps(evaluate_saved(*parse_args(argv)))))
+
+
+def parse_args(argv: list[str]) -> tuple[Path, list[str], str]:
+    """(run dir or model.pt, overrides, split) from the command line."""
+    args = [a for a in argv if not a.startswith("--")]
+    split = "test"
+    for flag in (a for a in argv if a.startswith("--")):
+        name, _, value = flag[2:].partition("=")
+        if name != "split" or value not in SPLITS:
+            raise UserError(f"unknown option {flag}: use --split=test or --split=val")
+        split = value
+    if not args:
+        raise UserError("give the run dir (or its model.pt): python -m prunelab.evaluate RUN_DIR [key=value ...]")
+    return Path(args[0]), args[1:], split
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
