@@ -1,7 +1,9 @@
-"""Data layer: CIFAR pickle reader, on-device augmentation, sharding, folders, synthetic data."""
+"""Data layer: CIFAR pickle and MNIST idx readers, scikit-learn digits, on-device augmentation, sharding,
+folders, synthetic data; class subsets and on-device resizing of in-memory datasets."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import pickle
 from collections.abc import Callable
@@ -18,8 +20,9 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from torchvision.transforms import functional as TF
 
-from prunelab.data import Loader, build_dataset
-from prunelab.data.in_memory import InMemoryDataset
+from prunelab.data import Loader, build_dataset, mnist
+from prunelab.data.base import class_list
+from prunelab.data.in_memory import InMemoryDataset, random_like
 from prunelab.data.sharding import generator
 from prunelab.errors import UserError
 
@@ -28,9 +31,13 @@ SUBSET = (Path(__file__).parents[1] / "../shared/data/cifar-10-subset").resolve(
 CPU = torch.device("cpu")
 
 
+GREY = ("mnist", "digits")  # their configs repeat the grey channel 3 times; the tests read the native images
+
+
 def dataset_cfg(name: str, **overrides: object) -> DictConfig:
-    """conf/dataset/<name>.yaml with `overrides` applied."""
-    return OmegaConf.merge(OmegaConf.load(CONF / "dataset" / f"{name}.yaml"), overrides)
+    """conf/dataset/<name>.yaml with `overrides` applied (grey datasets: 1 channel unless `channels` is given)."""
+    native = {"channels": None} if name in GREY else {}
+    return OmegaConf.merge(OmegaConf.load(CONF / "dataset" / f"{name}.yaml"), native, overrides)
 
 
 def write_batch(path: Path, data: np.ndarray, labels: list[int], label_key: str, bytes_keys: bool) -> None:
@@ -167,8 +174,8 @@ def test_relative_root_resolves_against_the_launch_directory(
 
 
 def test_unknown_dataset_lists_the_valid_names() -> None:
-    with pytest.raises(UserError, match="cifar10, cifar100, folder, imagenet, synthetic"):
-        build_dataset(OmegaConf.create({"name": "mnist"}), CPU)
+    with pytest.raises(UserError, match="cifar10, cifar100, digits, folder, imagenet, mnist, synthetic"):
+        build_dataset(OmegaConf.create({"name": "svhn"}), CPU)
 
 
 def toy(n: int = 12, size: int = 8, *, pad: int = 2, flip: bool = True) -> InMemoryDataset:
@@ -355,12 +362,21 @@ def test_image_folder_errors(tmp_path: Path) -> None:
 
 
 def test_dataset_configs_compose() -> None:
-    for name in ("cifar10", "cifar100", "imagenet", "synthetic"):
-        cfg = dataset_cfg(name)
+    for name in ("cifar10", "cifar100", "imagenet", "synthetic", "mnist", "digits"):
+        cfg = OmegaConf.load(CONF / "dataset" / f"{name}.yaml")
         assert cfg.name == name
         keys = ("root", "download", "num_classes", "input_size", "mean", "std", "limit_train", "limit_test")
-        for key in (*keys, "val_images", "val_seed"):
+        in_memory = ("pad", "flip", "classes", "resolution", "channels") if name != "imagenet" else ()
+        for key in (*keys, "val_images", "val_seed", *in_memory):
             assert key in cfg, f"{name}.yaml lacks {key}"
+        for key in in_memory[2:]:  # grey images are repeated to the 3 channels every model of the project takes
+            expected = 3 if key == "channels" and name in GREY else None
+            assert cfg[key] == expected, f"{name}.yaml: {key} must default to {expected}"
+    for name, size in (("mnist", 28), ("digits", 8)):
+        cfg = dataset_cfg(name)
+        assert (cfg.num_classes, cfg.input_size, len(cfg.mean), len(cfg.std), cfg.flip) == (10, size, 1, 1, False)
+    digits_cfg = dataset_cfg("digits")
+    assert (digits_cfg.split_seed, digits_cfg.test_images, digits_cfg.pad) == (0, 360, 0)
     imagenet = dataset_cfg("imagenet")
     assert (imagenet.num_classes, imagenet.input_size, imagenet.resize) == (1000, 224, 256)
     assert dataset_cfg("synthetic", image_size=16).input_size == 16
@@ -491,3 +507,356 @@ def test_validation_split_of_an_image_folder(tmp_path: Path) -> None:
     for bad in (8, -2, 0.5):
         cfg = folder_cfg(tmp_path, limit_train=8, val_images=bad)
         one_line_user_error(lambda: build_dataset(cfg, CPU), "dataset.val_images must be an integer from 0 to 7")
+
+
+# MNIST idx files ---------------------------------------------------------------------------------------------
+
+
+def idx_bytes(array: np.ndarray, magic: int | None = None) -> bytes:
+    """`array` (uint8) as an idx file: magic 0x0000 08 <ndim>, the sizes (big-endian int32), the values."""
+    magic = 0x0800 + array.ndim if magic is None else magic
+    header = magic.to_bytes(4, "big") + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+
+
+def write_idx(path: Path, data: bytes, gz: bool) -> Path:
+    path = path.with_name(path.name + ".gz") if gz else path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(data) if gz else data)
+    return path
+
+
+def fake_mnist(folder: Path, n_train: int = 7, n_test: int = 4, *, gz: bool | tuple[bool, ...] = False,
+               seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The four idx files with n_train/n_test 28x28 images in `folder` (gz: all, none, or per file)."""
+    rng = np.random.default_rng(seed)
+    flags = gz if isinstance(gz, tuple) else (gz,) * 4
+    written, flag = {}, iter(flags)
+    for split, n in (("train", n_train), ("test", n_test)):
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        images_name, labels_name = mnist.FILES[split]
+        write_idx(folder / images_name, idx_bytes(images), next(flag))
+        write_idx(folder / labels_name, idx_bytes(labels), next(flag))
+        written[split] = images, labels
+    return written
+
+
+@pytest.mark.parametrize("gz", [False, True, (True, False, False, True)])
+@pytest.mark.parametrize("where", ["MNIST/raw", "."])
+def test_mnist_idx_files_read_back_exactly(tmp_path: Path, gz: bool | tuple[bool, ...], where: str) -> None:
+    written = fake_mnist(tmp_path / where, gz=gz)
+    data = build_dataset(dataset_cfg("mnist", root=str(tmp_path), download=False), CPU)
+    assert (data.tag, data.input_shape, data.num_classes) == ("mnist[7/4]", (1, 28, 28), 10)
+    for split in ("train", "test"):
+        images, labels = data.splits[split]
+        assert images.dtype == torch.uint8 and images.shape[1] == 1 and labels.dtype == torch.int64
+        assert torch.equal(images[:, 0], torch.from_numpy(written[split][0]))
+        assert labels.tolist() == written[split][1].tolist()
+    x, _ = next(iter(data.loader("test", 4, train=False)))
+    assert torch.equal(x, normalise(data, data.splits["test"][0]))
+
+
+def test_mnist_prefers_plain_files_and_reads_gzip_by_content(tmp_path: Path) -> None:
+    written = fake_mnist(tmp_path, gz=False)
+    fake_mnist(tmp_path, gz=True, seed=1)  # other images in the .gz files: the plain ones are read
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(gzip.compress(idx_bytes(written["test"][1])))  # gzip, no .gz
+    data = build_dataset(dataset_cfg("mnist", root=str(tmp_path), download=False), CPU)
+    assert torch.equal(data.splits["train"][0][:, 0], torch.from_numpy(written["train"][0]))
+    assert data.splits["test"][1].tolist() == written["test"][1].tolist()
+
+
+def test_mnist_idx_errors_name_the_file(tmp_path: Path) -> None:
+    cfg = dataset_cfg("mnist", root=str(tmp_path), download=False)
+    written = fake_mnist(tmp_path)
+    labels_path = tmp_path / "train-labels-idx1-ubyte"
+    images_path = tmp_path / "train-images-idx3-ubyte"
+    good_labels, good_images = labels_path.read_bytes(), images_path.read_bytes()
+    cases = [
+        (labels_path, idx_bytes(written["train"][1], magic=0x0803), "magic 0x00000801, got 0x00000803"),
+        (labels_path, idx_bytes(written["train"][1], magic=0x0D01), "magic 0x00000801, got 0x00000d01"),  # float type
+        (labels_path, b"\x00\x00", "got only 2 bytes"),
+        (labels_path, good_labels[:6], "truncated: its header needs 8 bytes"),
+        (labels_path, good_labels[:-1], "has 6 bytes of values but its header says 7"),
+        (images_path, good_images + b"\x00", "has 5489 bytes of values but its header says 7x28x28 = 5488"),
+        (labels_path, idx_bytes(written["train"][1][:5]), "has 7 images but .* has 5 labels"),
+        (labels_path, b"\x1f\x8b not really gzip", "is not readable"),
+    ]
+    for path, data, match in cases:
+        path.write_bytes(data)
+        message = one_line_user_error(lambda: build_dataset(cfg, CPU), match)
+        assert str(path) in message and ("official file" in message), message
+        labels_path.write_bytes(good_labels)
+        images_path.write_bytes(good_images)
+    assert build_dataset(cfg, CPU).num_train == 7  # restored
+
+
+def test_mnist_without_files_offline_is_one_line(tmp_path: Path) -> None:
+    fake_mnist(tmp_path / "MNIST" / "raw")
+    (tmp_path / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").unlink()  # three of four files are not enough
+    cfg = dataset_cfg("mnist", root=str(tmp_path), download=False)
+    message = one_line_user_error(lambda: build_dataset(cfg, CPU), "mnist not found")
+    assert str(tmp_path / "MNIST" / "raw") in message and "t10k-labels-idx1-ubyte" in message
+    assert "dataset.root=" in message and "dataset.download=true" in message
+
+
+def test_mnist_download_failure_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def offline(self: object) -> None:  # torchvision's own message spans several lines
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried https://a/, got:\nno network\n")
+
+    monkeypatch.setattr(torchvision.datasets.MNIST, "download", offline)
+    cfg = dataset_cfg("mnist", root=str(tmp_path / "new"), download=True)
+    message = one_line_user_error(lambda: build_dataset(cfg, CPU), "could not download mnist")
+    assert "no network" in message and "dataset.download=false" in message and "dataset.root=" in message
+
+
+def test_mnist_download_then_read_with_our_reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    class FakeDownload:
+        def __init__(self, root: str, train: bool, download: bool) -> None:
+            assert download
+            fake_mnist(Path(root) / "MNIST" / "raw", 3, 2, gz=True)
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", FakeDownload)
+    data = build_dataset(dataset_cfg("mnist", root=str(tmp_path / "new"), download=True), CPU)
+    assert data.tag == "mnist[3/2]"
+
+
+# scikit-learn digits -----------------------------------------------------------------------------------------
+
+
+def sklearn_digits() -> tuple[torch.Tensor, torch.Tensor]:
+    """load_digits() as documented in data/digits.py: uint8 round(v * 255 / 16), (N, 1, 8, 8)."""
+    from sklearn.datasets import load_digits
+
+    raw = load_digits()
+    return torch.from_numpy(np.round(raw.images * 255 / 16)).to(torch.uint8)[:, None], torch.from_numpy(raw.target)
+
+
+def documented_digits_split(n: int, test_images: int, split_seed: int) -> tuple[list[int], list[int]]:
+    """(training rows, test rows) by the rule written in data/digits.py."""
+    perm = torch.randperm(n, generator=generator(split_seed, "digits")).tolist()
+    return sorted(perm[test_images:]), sorted(perm[:test_images])
+
+
+def test_digits_follow_the_split_rule_and_the_scaling() -> None:
+    images, labels = sklearn_digits()
+    assert len(labels) == 1797 and images.shape[1:] == (1, 8, 8)
+    first = build_dataset(dataset_cfg("digits"), CPU)
+    assert (first.tag, first.input_shape, first.num_classes) == ("digits[1437/360]", (1, 8, 8), 10)
+    train_rows, test_rows = documented_digits_split(1797, 360, 0)
+    for split, rows in (("train", train_rows), ("test", test_rows)):
+        got_images, got_labels = first.splits[split]
+        assert got_images.dtype == torch.uint8
+        assert torch.equal(got_images, images[rows]) and torch.equal(got_labels, labels[rows].long())
+    assert sorted(torch.cat([first.splits["train"][0], first.splits["test"][0]]).unique().tolist()) == [
+        round(v * 255 / 16) if v != 8 else 128 for v in range(17)
+    ]  # 0, 16, 32, ..., 112, 128 (127.5 rounds to even), 143, ..., 255
+    assert torch.bincount(first.splits["test"][1], minlength=10).min() > 20  # every digit is tested
+    again = build_dataset(dataset_cfg("digits"), CPU)
+    for split in ("train", "test"):
+        assert all(torch.equal(a, b) for a, b in zip(first.splits[split], again.splits[split]))
+    other = build_dataset(dataset_cfg("digits", split_seed=1, test_images=100), CPU)
+    assert other.tag == "digits[1697/100]"
+    assert torch.equal(other.splits["test"][0], images[documented_digits_split(1797, 100, 1)[1]])
+    limited = build_dataset(dataset_cfg("digits", limit_train=50, val_images=10), CPU)
+    assert limited.tag == "digits[40+10/360]"
+    val_rows = documented_holdout(50, 10, 0)[1]
+    assert torch.equal(limited.splits["val"][0], images[train_rows[:50]][val_rows])
+
+
+def test_digits_statistics_in_the_config() -> None:
+    cfg = dataset_cfg("digits")
+    train = build_dataset(cfg, CPU).splits["train"][0].double() / 255  # the default split, as the yaml says
+    assert abs(train.mean().item() - cfg.mean[0]) < 1e-4 and abs(train.std(unbiased=False).item() - cfg.std[0]) < 1e-4
+
+
+def test_digits_errors() -> None:
+    for bad in (0, 1797, -3):
+        cfg = dataset_cfg("digits", test_images=bad)
+        one_line_user_error(lambda: build_dataset(cfg, CPU), "dataset.test_images must be from 1 to 1796")
+    for key, bad in (("test_images", "10"), ("split_seed", 0.5), ("split_seed", None)):
+        cfg = dataset_cfg("digits", **{key: bad})
+        one_line_user_error(lambda: build_dataset(cfg, CPU), f"dataset.{key} must be an integer")
+
+
+# dataset.classes ---------------------------------------------------------------------------------------------
+
+
+def test_classes_keep_and_relabel_in_both_splits(tmp_path: Path) -> None:
+    fake_cifar10(tmp_path / "cifar-10-batches-py", rows=[20] * 6)
+    base = dataset_cfg("cifar10", root=str(tmp_path))
+    full = build_dataset(base, CPU)
+    for kept, tag in (([5, 6, 7, 8, 9], "{5-9}"), ([9, 2], "{9,2}"), ([0, 2, 4], "{0,2,4}"), ([3], "{3}")):
+        data = build_dataset(OmegaConf.merge(base, {"classes": kept, "num_classes": len(kept)}), CPU)
+        for split in ("train", "test"):
+            images, labels = full.splits[split]
+            rows = [i for i, y in enumerate(labels.tolist()) if y in kept]  # original order
+            got_images, got_labels = data.splits[split]
+            assert torch.equal(got_images, images[rows]), (kept, split)
+            assert got_labels.tolist() == [kept.index(y) for y in labels[rows].tolist()]
+        assert data.tag == f"cifar10{tag}[{data.num_train}/{data.num_test}]" and data.classes == tuple(kept)
+        assert data.num_classes == len(kept)
+    assert full.classes is None and full.tag == "cifar10[100/20]"
+
+
+def test_classes_come_before_limits_and_the_validation_split(tmp_path: Path) -> None:
+    fake_cifar10(tmp_path / "cifar-10-batches-py", rows=[20] * 6)
+    subset = {"classes": [5, 6, 7, 8, 9], "num_classes": 5}
+    whole = build_dataset(dataset_cfg("cifar10", root=str(tmp_path), **subset), CPU)  # no limits
+    n = whole.num_train
+    data = build_dataset(dataset_cfg("cifar10", root=str(tmp_path), limit_train=30, limit_test=7, **subset), CPU)
+    assert (data.num_train, data.num_test) == (30, 7) and n > 30  # 30 rows of the subset, not of all rows
+    assert torch.equal(data.splits["train"][0], whole.splits["train"][0][:30])
+    assert torch.equal(data.splits["test"][1], whole.splits["test"][1][:7])
+    held = build_dataset(
+        dataset_cfg("cifar10", root=str(tmp_path), limit_train=30, val_images=8, val_seed=2, **subset), CPU
+    )
+    train_rows, val_rows = documented_holdout(30, 8, 2)
+    assert held.tag == f"cifar10{{5-9}}[22+8/{whole.num_test}]" and whole.num_test < 20
+    for split, rows in (("train", train_rows), ("val", val_rows)):
+        assert all(torch.equal(a, b[:30][rows]) for a, b in zip(held.splits[split], whole.splits["train"]))
+    cfg = dataset_cfg("cifar10", root=str(tmp_path), val_images=n, **subset)  # counted in the subset
+    assert f"from 0 to {n - 1}" in one_line_user_error(lambda: build_dataset(cfg, CPU), "dataset.val_images")
+
+
+def test_classes_of_every_in_memory_dataset(tmp_path: Path) -> None:
+    fake_mnist(tmp_path, 40, 20)
+    synthetic = dataset_cfg("synthetic", image_size=8, num_train=40, num_test=20, generated_classes=10)
+    full = {
+        "mnist": build_dataset(dataset_cfg("mnist", root=str(tmp_path), download=False), CPU),
+        "digits": build_dataset(dataset_cfg("digits"), CPU),
+        "synthetic": build_dataset(synthetic, CPU),
+    }
+    default = build_dataset(dataset_cfg("synthetic", image_size=8, num_train=40, num_test=20), CPU)
+    assert full["synthetic"].tag == default.tag  # generated_classes: 10 is num_classes: 10
+    for name, cfg in (("mnist", dataset_cfg("mnist", root=str(tmp_path), download=False)),
+                      ("digits", dataset_cfg("digits")), ("synthetic", synthetic)):
+        labels = full[name].splits["train"][1]
+        kept = sorted(set(labels.tolist()))[:3][::-1]  # three present classes, in descending order
+        data = build_dataset(OmegaConf.merge(cfg, {"classes": kept, "num_classes": 3}), CPU)
+        rows = [i for i, y in enumerate(labels.tolist()) if y in kept]
+        assert torch.equal(data.splits["train"][0], full[name].splits["train"][0][rows])
+        assert data.splits["train"][1].tolist() == [kept.index(y) for y in labels[rows].tolist()]
+        assert data.tag.startswith(f"{name}{{{','.join(map(str, kept))}}}[")
+
+
+def test_classes_errors(tmp_path: Path) -> None:
+    fake_cifar10(tmp_path / "cifar-10-batches-py", rows=[20] * 6)
+    base = dataset_cfg("cifar10", root=str(tmp_path))
+    message = one_line_user_error(
+        lambda: build_dataset(OmegaConf.merge(base, {"classes": [5, 6, 7, 8, 9]}), CPU),
+        r"dataset.num_classes=10 but dataset.classes keeps 5 classes",
+    )
+    assert "set dataset.num_classes=5" in message
+    for bad in ([], [1, 1], [-1, 2], [1.5, 2], ["a"], "0-4", 3, [True, 2]):
+        cfg = OmegaConf.merge(base, {"classes": bad, "num_classes": 2})
+        one_line_user_error(lambda: build_dataset(cfg, CPU), "dataset.classes must be null or a non-empty list")
+    cfg = OmegaConf.merge(base, {"classes": [3, 12], "num_classes": 2})
+    message = one_line_user_error(lambda: build_dataset(cfg, CPU), r"dataset.classes lists \[12\]")
+    assert "labels are 0..9" in message
+    write_image_folder(tmp_path / "folders", {"train": 1, "val": 1})
+    for key, value in (("classes", [0]), ("resolution", 32), ("channels", 3)):
+        cfg = OmegaConf.merge(folder_cfg(tmp_path / "folders"), {key: value})
+        one_line_user_error(lambda: build_dataset(cfg, CPU), f"dataset.{key} applies only to in-memory datasets")
+
+
+def test_class_list_tags() -> None:
+    cases = {(5, 6, 7, 8, 9): "5-9", (0, 2, 4): "0,2,4", (0, 1, 2, 7): "0-2,7", (9, 8): "9,8", (3,): "3",
+             (0, 1, 2, 5, 6, 7): "0-2,5-7", (1, 2): "1-2"}
+    for classes, text in cases.items():
+        assert class_list(classes) == text
+
+
+# dataset.resolution and dataset.channels ---------------------------------------------------------------------
+
+
+def resized(x: torch.Tensor, size: int, channels: int | None) -> torch.Tensor:
+    """The documented reshape, written out: bilinear resize of the normalised batch, then 1 -> C channels."""
+    out = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
+    return out.repeat(1, channels, 1, 1) if channels else out
+
+
+def test_resolution_and_channels_resize_every_batch_on_the_device() -> None:
+    base = dataset_cfg("digits", pad=1, limit_train=40, limit_test=20, val_images=10)
+    native = build_dataset(base, CPU)
+    for size, channels, shape in ((32, 3, (3, 32, 32)), (5, None, (1, 5, 5)), (None, 3, (3, 8, 8))):
+        data = build_dataset(OmegaConf.merge(base, {"resolution": size, "channels": channels}), CPU)
+        assert data.input_shape == shape and (data.num_train, data.num_val, data.num_test) == (30, 10, 20)
+        assert data.splits["train"][0].shape[1:] == (1, 8, 8) and data.splits["train"][0].dtype == torch.uint8
+        assert data.tag == "digits[30+10/20]" + (f"@{size}" if size else "")
+        for split, train in (("train", True), ("train", False), ("val", False), ("test", False)):
+            loaders = [d.loader(split, 8, train=train, seed=4) for d in (native, data)]
+            for loader in loaders:
+                loader.set_epoch(2)
+            for (x0, y0), (x, y) in zip(*map(batches, loaders)):  # same crops and flips at the native size
+                assert x.shape[1:] == shape and x.is_contiguous() and x.dtype == torch.float32
+                expected = resized(x0, size, channels) if size else x0.repeat(1, channels, 1, 1)
+                assert torch.equal(x, expected) and torch.equal(y, y0), (size, channels, split, train)
+    images = native.splits["test"][0]
+    data = build_dataset(OmegaConf.merge(base, {"resolution": 32, "channels": 3}), CPU)
+    x = torch.cat([x for x, _ in data.loader("test", 8, train=False)])
+    assert torch.equal(x, resized(normalise(native, images), 32, 3))  # explicit F.interpolate of the normalised batch
+
+
+def without_keys(cfg: DictConfig, *keys: str) -> DictConfig:
+    """`cfg` as before `keys` existed."""
+    return OmegaConf.create({k: v for k, v in OmegaConf.to_container(cfg).items() if k not in keys})
+
+
+def test_null_resolution_channels_and_classes_change_nothing(tmp_path: Path) -> None:
+    fake_cifar10(tmp_path / "cifar-10-batches-py", rows=[4] * 6)
+    fake_mnist(tmp_path / "mnist", 6, 3)
+    cases = [
+        dataset_cfg("cifar10", root=str(tmp_path), val_images=3),
+        dataset_cfg("synthetic", image_size=8, num_train=40, num_test=10),
+        dataset_cfg("mnist", root=str(tmp_path / "mnist"), download=False, pad=2),
+        dataset_cfg("digits", pad=1, limit_train=30),
+    ]
+    for cfg in cases:
+        assert cfg.classes is None and cfg.resolution is None and cfg.channels is None  # the defaults
+        data = build_dataset(cfg, CPU)
+        before = build_dataset(without_keys(cfg, "classes", "resolution", "channels", "generated_classes"), CPU)
+        assert data.tag == before.tag and "@" not in data.tag and "{" not in data.tag
+        assert data.input_shape == before.input_shape == tuple(data.splits["train"][0].shape[1:])
+        for split in data.splits:
+            for train in (True, False):
+                loaders = [d.loader(split, 4, train=train, seed=1) for d in (data, before)]
+                for (x0, y0), (x1, y1) in zip(*map(batches, loaders)):
+                    assert torch.equal(x0, x1) and torch.equal(y0, y1)
+        same = build_dataset(OmegaConf.merge(cfg, {"resolution": cfg.input_size}), CPU)  # the native size: no resize
+        assert same.tag == data.tag and same.input_shape == data.input_shape
+        for (x0, _), (x1, _) in zip(*(batches(d.loader("train", 4, train=True, seed=1)) for d in (data, same))):
+            assert torch.equal(x0, x1)
+
+
+def test_cifar_to_a_larger_resolution_and_channel_errors(tmp_path: Path) -> None:
+    fake_cifar10(tmp_path / "cifar-10-batches-py", rows=[4] * 6)
+    base = dataset_cfg("cifar10", root=str(tmp_path), val_images=4)
+    native = build_dataset(base, CPU)
+    data = build_dataset(OmegaConf.merge(base, {"resolution": 64, "channels": 3}), CPU)  # channels=3 of RGB: no-op
+    assert data.input_shape == (3, 64, 64) and data.tag == "cifar10[16+4/4]@64"
+    loaders = [d.loader("train", 6, train=True, seed=2) for d in (native, data)]
+    for (x0, _), (x, _) in zip(*map(batches, loaders)):
+        assert x.shape[1:] == (3, 64, 64) and torch.equal(x, resized(x0, 64, None))
+    subset = build_dataset(OmegaConf.merge(base, {"classes": [0, 2, 4], "num_classes": 3, "val_images": 0,
+                                                  "resolution": 224}), CPU)
+    assert subset.tag == f"cifar10{{0,2,4}}[{subset.num_train}/{subset.num_test}]@224"
+    bad_values = (("resolution", 0), ("resolution", "32"), ("resolution", 1.5), ("channels", -1), ("channels", True))
+    for key, bad in bad_values:
+        cfg = OmegaConf.merge(base, {key: bad})
+        one_line_user_error(lambda: build_dataset(cfg, CPU), f"dataset.{key} must be null or a positive integer")
+    for bad in (1, 6):
+        cfg = OmegaConf.merge(base, {"channels": bad})
+        message = one_line_user_error(lambda: build_dataset(cfg, CPU), f"dataset.channels={bad} but cifar10 images")
+        assert "only 1-channel images can be repeated" in message and "set dataset.channels=null" in message
+
+
+def test_random_like_has_the_shape_of_the_real_data() -> None:
+    for overrides in ({}, {"resolution": 32, "channels": 3}, {"resolution": 16}):
+        cfg = dataset_cfg("digits", **overrides)
+        fake, real = random_like(cfg), build_dataset(cfg, CPU)
+        assert fake.input_shape == real.input_shape and fake.num_classes == real.num_classes
+        x, _ = next(iter(fake.loader("train", 4, train=False)))
+        assert x.shape[1:] == real.input_shape
+    assert random_like(dataset_cfg("cifar10")).input_shape == (3, 32, 32)
+    assert random_like(dataset_cfg("imagenet")).input_shape == (3, 224, 224)

@@ -78,9 +78,32 @@ class Dataset(ABC):
         lengths may differ by one), so evaluation counts summed over ranks are exact.
         """
 
+    classes: tuple[int, ...] | None = None  # the original labels kept (dataset.classes), None: all
+    resolution: int | None = None  # the side batches are resized to (dataset.resolution), None: not resized
+
     @property
     def tag(self) -> str:
         """Short description of what was loaded: 'name[train/test]', e.g. 'cifar10[50000/10000]',
-        or with a validation split 'name[train+val/test]', e.g. 'cifar10[4160+500/932]'."""
+        or with a validation split 'name[train+val/test]', e.g. 'cifar10[4160+500/932]'.
+
+        A class subset (`dataset.classes`) follows the name in braces, in the list's order,
+        runs of consecutive ascending labels written first-last: 'cifar10{5-9}[25000/5000]',
+        'cifar10{0,2,4}[...]', 'cifar10{0-2,7}[...]'.  A resize (`dataset.resolution` other than the
+        native size) is appended as '@R': 'digits[1437/360]@32'.  Without a subset or a resize the
+        tag is as before (a resolution equal to the native size resizes nothing and adds nothing)."""
         train = f"{self.num_train}+{self.num_val}" if self.num_val else f"{self.num_train}"
-        return f"{self.name}[{train}/{self.num_test}]"
+        classes = f"{{{class_list(self.classes)}}}" if self.classes is not None else ""
+        size = f"@{self.resolution}" if self.resolution is not None else ""
+        return f"{self.name}{classes}[{train}/{self.num_test}]{size}"
+
+
+def class_list(classes: tuple[int, ...]) -> str:
+    """`classes` in the list's order, maximal runs of consecutive ascending labels as 'first-last':
+    (5, 6, 7, 8, 9) -> '5-9', (0, 2, 4) -> '0,2,4', (0, 1, 2, 7) -> '0-2,7', (9, 8) -> '9,8'."""
+    runs: list[list[int]] = []
+    for c in classes:
+        if runs and c == runs[-1][-1] + 1:
+            runs[-1].append(c)
+        else:
+            runs.append([c])
+    return ",".join(f"{run[0]}-{run[-1]}" if len(run) > 1 else f"{run[0]}" for run in runs)

@@ -116,6 +116,12 @@ class FolderDataset(Dataset):
 
     def __init__(self, cfg: DictConfig, device: torch.device) -> None:
         self.name, self.num_classes, self.device = str(cfg.name), int(cfg.num_classes), device
+        for key in options.IN_MEMORY_KEYS:
+            if cfg.get(key) is not None:
+                raise UserError(
+                    f"dataset.{key} applies only to in-memory datasets (cifar10, cifar100, mnist, digits, synthetic), "
+                    f"not to image folders ({self.name}): remove dataset.{key}"
+                )
         if cfg.download:
             raise UserError(
                 f"{self.name} cannot be downloaded: set dataset.download=false and extract it under dataset.root"

@@ -52,15 +52,17 @@ def shard_indices(
     return order[rank::world_size]
 
 
-def holdout(n: int, n_val: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def holdout(n: int, n_val: int, seed: int, stream: str = "val") -> tuple[torch.Tensor, torch.Tensor]:
     """Rows (int64, CPU) of the training and the validation split of `n` training rows.
 
-    The rule: `perm = torch.randperm(n, generator=generator(seed, "val"))`; the validation
-    split is the rows `perm[:n_val]`, the training split the rows `perm[n_val:]`, each sorted
-    into ascending original row order.  The two are disjoint and together are `range(n)`.
-    Callers skip the call when `n_val` is 0, so that the training split stays as it was.
+    The rule: `perm = torch.randperm(n, generator=generator(seed, stream))` (stream "val"
+    for the validation split); the validation split is the rows `perm[:n_val]`, the training
+    split the rows `perm[n_val:]`, each sorted into ascending original row order.  The two
+    are disjoint and together are `range(n)`.  Callers skip the call when `n_val` is 0, so
+    that the training split stays as it was.  digits.py draws its test split the same way
+    from the stream "digits".
     """
     if not 0 <= n_val <= n:
         raise ValueError(f"cannot hold out {n_val} of {n} rows")
-    perm = torch.randperm(n, generator=generator(seed, "val"))
+    perm = torch.randperm(n, generator=generator(seed, stream))
     return perm[n_val:].sort().values, perm[:n_val].sort().values

@@ -36,11 +36,16 @@ def make_split(
 
 
 def build(cfg: DictConfig, device: torch.device) -> InMemoryDataset:
-    """The synthetic dataset of `cfg` (keys num_train, num_test, image_size, num_classes, seed)."""
-    size, num_classes = int(cfg.image_size), int(cfg.num_classes)
+    """The synthetic dataset of `cfg` (keys num_train, num_test, image_size, num_classes, seed,
+    generated_classes: the number of classes generated, null or absent: num_classes; set it to
+    take a subset with `dataset.classes`, whose num_classes is then the subset's size)."""
+    size = int(cfg.image_size)
+    generated = cfg.get("generated_classes")
+    key = "dataset.num_classes" if generated is None else "dataset.generated_classes"
+    num_classes = int(cfg.num_classes if generated is None else generated)
     if size < PATTERN_CELLS or num_classes < 2 or cfg.num_train < 1 or cfg.num_test < 1:
         raise UserError(
-            f"synthetic data needs dataset.image_size >= {PATTERN_CELLS}, dataset.num_classes >= 2 and "
+            f"synthetic data needs dataset.image_size >= {PATTERN_CELLS}, {key} >= 2 and "
             f"dataset.num_train, dataset.num_test >= 1; got {size}, {num_classes}, {cfg.num_train}, {cfg.num_test}"
         )
     classes = generator(cfg.seed, "classes")
