@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from prunelab import layers
-from prunelab.layers import LAYERS, LowRankConv2d, ZeroConv2d, factorise
+from prunelab.layers import LAYERS, BasisConv2d, GatedBatchNorm2d, LowRankConv2d, ZeroConv2d, factorise
 from prunelab.methods.base import Context
 from prunelab.methods.channel import ChannelPruning
 from prunelab.models import build_model, model_from_arch
@@ -39,24 +39,32 @@ def exported(model: nn.Module) -> nn.Module:
 
 
 def test_every_registered_layer_is_tested_here() -> None:
-    assert set(LAYERS) == {"lowrank", "zero"}
+    assert set(LAYERS) == {"lowrank", "zero", "basis", "gated_bn"}
 
 
 @pytest.mark.parametrize("layer", [
     LowRankConv2d(6, 5, 3, rank=2, stride=2, padding=1, bias=True),
     LowRankConv2d(4, 8, (3, 1), rank=3, padding="same", dilation=1),
     ZeroConv2d(5, 3, stride=2, padding=1, bias=True),
+    BasisConv2d(6, 4, 3, rank=4, stride=2, padding=1, bias=True),  # a random (non-orthonormal) basis: deploy is exact anyway
+    GatedBatchNorm2d(6),
 ])
 def test_deploy_form_and_spec_round_trip_are_exact_in_float64(layer: nn.Module) -> None:
-    layer = layer.double()
+    layer = layer.double().eval()
     for p in layer.parameters():
         nn.init.normal_(p)
-    x = torch.randn(2, layer.spec().get("in_channels", 6), 9, 9, dtype=torch.float64)
+    for name, buffer in layer.named_buffers():
+        if name.endswith(("mask",)):
+            buffer[0] = 0  # one pruned unit
+        elif buffer.is_floating_point() and not name.endswith("running_var"):
+            buffer.normal_()
+    spec = layer.spec()
+    x = torch.randn(2, spec.get("in_channels", spec.get("num_features", 6)), 9, 9, dtype=torch.float64)
     y = layer(x)
     deployed = layer.deploy()
-    assert torch.equal(deployed(x), y)
+    torch.testing.assert_close(deployed(x), y, rtol=1e-12, atol=1e-12)
     assert not any(isinstance(m, layers.Layer) for m in deployed.modules()) or deployed is layer
-    rebuilt = type(layer).from_spec(layer.spec()).double()
+    rebuilt = type(layer).from_spec(layer.spec()).double().eval()
     rebuilt.load_state_dict(layer.state_dict())
     assert rebuilt.spec() == layer.spec() and torch.equal(rebuilt(x), y)
 

@@ -18,7 +18,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
-_SLOT = re.compile(r"/method@(\w+)")
+_SLOT = re.compile(r"/method@(?:method\.)?(\w+)")  # package relative to method/, or absolute
 
 
 @cache
@@ -49,3 +49,11 @@ def compose_config(overrides: Sequence[str]) -> DictConfig:
     """The run config that `python run.py <overrides>` would compose (without Hydra's own keys)."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose("config", overrides=expand_overrides(overrides))
+
+
+def dataset_config(cfg: DictConfig, dataset: DictConfig) -> DictConfig:
+    """`dataset` with the model's input resolution (`model.resolution`) where the dataset sets none:
+    images are resized to the backbone's size on the device."""
+    if dataset.get("resolution", "absent") is None and cfg.model.get("resolution") is not None:
+        return OmegaConf.merge(dataset, {"resolution": int(cfg.model.resolution)})
+    return dataset

@@ -19,11 +19,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from prunelab.config import dataset_config
 from prunelab.data import build_dataset
 from prunelab.errors import UserError
 from prunelab.measure import Cost, count
 from prunelab.methods.base import Context, Method, build_method
-from prunelab.models import build_model
+from prunelab.models import build_model, set_num_classes
 from prunelab.record import (
     HistoryWriter, Mirror, append_row, device_name, git_sha, open_mirror, utc_timestamp, write_json_atomic,
 )
@@ -44,7 +45,7 @@ def run(cfg: DictConfig, run_dir: Path, command: str = "") -> dict[str, Any]:
     world = init_world(str(cfg.device))
     device = pick_device(str(cfg.device), world)
     method = build_method(cfg.method)
-    data = build_dataset(cfg.dataset, device)
+    data = build_dataset(dataset_config(cfg, cfg.dataset), device)
     log.info("data %s on %s; method %s (%s); model %s", data.tag, device, method.label, method.target or "-",
              cfg.model.name)
     baseline = _baseline(cfg, method, data, device, world)
@@ -135,12 +136,18 @@ def run_key(cfg: DictConfig) -> str:
 
 
 def _baseline(cfg: DictConfig, method: Method, data, device: torch.device, world: World) -> Baseline | None:
+    """The dense baseline: trained on the run's data, or on `baseline.source` for transfer learning."""
     if cfg.baseline.skip:
         if not method.trains_from_scratch:
             raise UserError(f"baseline.skip=true needs a method that trains from scratch; {cfg.method.name} "
                             "compresses the dense baseline: set baseline.skip=false")
         return None
-    return dense_baseline(cfg, data, device, world)
+    source = cfg.baseline.get("source")
+    if source is None:
+        return dense_baseline(cfg, data, device, world)
+    source_data = build_dataset(dataset_config(cfg, source), device)
+    log.info("transfer source: %s", source_data.tag)
+    return dense_baseline(cfg, source_data, device, world, source)
 
 
 def _relative(path: Path) -> str:
@@ -152,26 +159,32 @@ def _relative(path: Path) -> str:
 
 
 def _starting_model(cfg: DictConfig, method: Method, baseline: Baseline | None, data, device: torch.device) -> nn.Module:
-    """A fresh initialisation for methods that train from scratch, else a copy of the dense model."""
+    """A fresh initialisation for methods that train from scratch, else a copy of the dense model (with a
+    new classifier for the target when the baseline was trained on a transfer source)."""
+    torch.manual_seed(int(cfg.seed))
     if method.trains_from_scratch:
-        torch.manual_seed(int(cfg.seed))
         return build_model(cfg.model, data.num_classes).to(device)
-    return copy.deepcopy(baseline.model)
+    model = copy.deepcopy(baseline.model)
+    return set_num_classes(model, data.num_classes) if cfg.baseline.get("source") is not None else model
 
 
 def _record(cfg: DictConfig, method: Method, ctx: Context, data_tag: str, baseline: Baseline | None, cost: Cost,
             acc_compressed: float | None, acc_final: float, trained: list[FitResult], stages: list[Stage],
             device: torch.device, world: World, run_dir: Path, command: str) -> dict[str, Any]:
     """The flat result row of record/schema.py; epochs and time are summed over the stages."""
-    dense = count(build_model(cfg.model, ctx.data.num_classes).to(device), ctx.data.input_shape)
+    dense = count(build_model(cfg.model, ctx.data.num_classes, pretrained=False).to(device),
+                  ctx.data.input_shape)
     best = [r.acc_best for r in trained if r.epochs]
+    if cfg.baseline.get("source") is not None and baseline is not None:
+        ctx.extra.update(source_acc=baseline.acc, source_data=baseline.data)
+    reference = ctx.extra.get("acc_reference", baseline.acc if baseline else None)
     return {
         "method": method.label, "model": str(cfg.model.name), "dataset": str(cfg.dataset.name),
         "seed": int(cfg.seed), "target": method.target,
         "base_params": dense.params, "base_params_no_bn": dense.params_no_bn, "base_macs": dense.macs,
         "params": cost.params, "params_no_bn": cost.params_no_bn, "macs": cost.macs,
         "params_reduction": 1 - cost.params / dense.params, "macs_reduction": 1 - cost.macs / dense.macs,
-        "base_acc": baseline.acc if baseline else None, "acc_compressed": acc_compressed,
+        "base_acc": reference, "acc_compressed": acc_compressed,
         "acc_final": acc_final, "acc_best": max(best) if best else acc_final,
         "epochs_baseline": baseline.epochs if baseline else 0, "epochs_finetune": sum(r.epochs for r in trained),
         "train_time_s": sum(r.train_time_s for r in trained), "device": device_name(device, world.world_size),

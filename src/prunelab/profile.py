@@ -17,33 +17,18 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from prunelab.config import compose_config
-from prunelab.data.in_memory import InMemoryDataset
+from prunelab.config import compose_config, dataset_config
+from prunelab.data.in_memory import random_like
 from prunelab.errors import cli
 from prunelab.measure import count
 from prunelab.methods.base import Context, build_method
 from prunelab.models import build_model
 
-PROFILE_IMAGES = 8
-
-
-def random_data(cfg: DictConfig, n: int = PROFILE_IMAGES) -> InMemoryDataset:
-    """`n` random uint8 images and labels with the dataset config's shape and classes."""
-    size, classes = int(cfg.input_size), int(cfg.num_classes)
-    gen = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=gen)
-    labels = torch.randint(0, classes, (n,), generator=gen)
-    return InMemoryDataset(
-        f"random-{cfg.name}", (images, labels), (images, labels), num_classes=classes, input_size=size,
-        mean=list(cfg.mean), std=list(cfg.std), pad=0, flip=False, device=torch.device("cpu"),
-    )
-
-
 def profile(cfg: DictConfig, layers: bool = False) -> dict[str, Any]:
     """Dense and compressed cost of `cfg` (random weights)."""
-    data = random_data(cfg.dataset)
+    data = random_like(dataset_config(cfg, cfg.dataset))
     torch.manual_seed(int(cfg.seed))
-    dense = build_model(cfg.model, data.num_classes)
+    dense = build_model(cfg.model, data.num_classes, pretrained=False)  # no downloads
     method = build_method(cfg.method)
     ctx = Context(data, torch.device("cpu"), int(cfg.seed), cfg.trainer, dense.eval(), str(cfg.model.name))
     model = method.prepare(copy.deepcopy(dense), ctx)
@@ -56,6 +41,7 @@ def profile(cfg: DictConfig, layers: bool = False) -> dict[str, Any]:
         "base_params": base.params, "base_params_no_bn": base.params_no_bn, "base_macs": base.macs,
         "params_reduction": round(1 - cost.params / base.params, 6),
         "macs_reduction": round(1 - cost.macs / base.macs, 6),
+        **method.profile_extra(ctx),
     }
     if layers:
         print(cost.table(), file=sys.stderr)

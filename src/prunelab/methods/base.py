@@ -88,6 +88,10 @@ class Method:
     def finalize(self, model: nn.Module, ctx: Context) -> nn.Module:
         return model
 
+    def profile_extra(self, ctx: Context) -> dict[str, Any]:
+        """Numbers `python -m prunelab.profile` prints beside the costs (after prepare and finalize)."""
+        return {}
+
 
 class Composite(Method):
     """A method that delegates to an inner method held under `cfg[inner_key]` (composition by delegation).

@@ -15,13 +15,14 @@ from torch import nn
 from prunelab.errors import choose
 from prunelab.models.cifar_resnet import CifarResNet, ResNetSpec
 from prunelab.models.cifar_vgg import CifarVGG, VGGSpec
-from prunelab.models.hub import build_hub
+from prunelab.models.hub import build_hub, replace_head
 
 ARCHS = ("cifar_resnet", "cifar_vgg", "hub")
 
 
-def build_model(cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
-    """A freshly initialised model for a model config node."""
+def build_model(cfg: Mapping[str, Any], num_classes: int, pretrained: bool | None = None) -> nn.Module:
+    """A freshly initialised model for a model config node (`pretrained=False` skips loading the hub
+    weights the config asks for, e.g. to count its cost)."""
     arch = choose("model.arch", str(cfg["arch"]), list(ARCHS))
     if arch == "cifar_resnet":
         widths = [int(w) for w in cfg["widths"]]
@@ -36,7 +37,9 @@ def build_model(cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
                 final_pool=str(cfg["final_pool"]),
             )
         )
-    return build_hub(str(cfg["name"]), num_classes, bool(cfg.get("pretrained", False)), str(cfg.get("source", "auto")))
+    pretrained = bool(cfg.get("pretrained", False)) if pretrained is None else pretrained
+    return build_hub(str(cfg["name"]), num_classes, pretrained, str(cfg.get("source", "auto")),
+                     str(cfg.get("head", "keep")))
 
 
 def model_from_arch(arch: Mapping[str, Any]) -> nn.Module:
@@ -47,7 +50,19 @@ def model_from_arch(arch: Mapping[str, Any]) -> nn.Module:
         return CifarResNet(ResNetSpec(**spec))
     if kind == "cifar_vgg":
         return CifarVGG(VGGSpec(**spec))
-    return build_hub(spec["name"], int(spec["num_classes"]), False, spec["source"])
+    return build_hub(spec["name"], int(spec["num_classes"]), False, spec["source"], spec.get("head", "keep"))
 
 
-__all__ = ["ARCHS", "CifarResNet", "CifarVGG", "ResNetSpec", "VGGSpec", "build_model", "model_from_arch"]
+def set_num_classes(model: nn.Module, num_classes: int) -> nn.Module:
+    """`model` with a new, freshly initialised classifier of `num_classes` outputs (transfer to a target),
+    its `arch()` updated so that a checkpoint rebuilds the new head."""
+    replace_head(model, num_classes)
+    if isinstance(model, (CifarResNet, CifarVGG)):
+        model.spec.num_classes = num_classes
+    else:
+        model.hub_arch["num_classes"] = num_classes
+    return model
+
+
+__all__ = ["ARCHS", "CifarResNet", "CifarVGG", "ResNetSpec", "VGGSpec", "build_model", "model_from_arch",
+           "set_num_classes"]

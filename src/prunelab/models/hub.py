@@ -38,27 +38,60 @@ def resolve_source(name: str, source: str) -> str:
     raise UserError(f"model.name '{name}' is not a {where} model: see torchvision.models.list_models() or timm.list_models()")
 
 
-def _replace_head(model: nn.Module, num_classes: int) -> None:
-    """Swap the last Linear layer of a torchvision model for one with `num_classes` outputs."""
+def classifier_of(model: nn.Module) -> nn.Linear:
+    """The last Linear layer (the classifier head)."""
+    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+
+
+def replace_head(model: nn.Module, num_classes: int) -> None:
+    """Swap the last Linear layer (the classifier) for a freshly initialised one with `num_classes` outputs."""
     name, last = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
-    if last.out_features == num_classes:
-        return
-    parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
-    setattr(parent, name.rpartition(".")[2], nn.Linear(last.in_features, num_classes, bias=last.bias is not None))
+    like = {"device": last.weight.device, "dtype": last.weight.dtype}
+    model.set_submodule(name, nn.Linear(last.in_features, num_classes, bias=last.bias is not None, **like))
 
 
-def build_hub(name: str, num_classes: int, pretrained: bool = False, source: str = "auto") -> nn.Module:
-    """A torchvision or timm model with a `num_classes`-way classifier."""
+def gap_linear_head(model: nn.Module, num_classes: int) -> None:
+    """Global average pooling + one Linear instead of a multi-layer classifier (torchvision VGG, AlexNet).
+
+    A transfer target needs a new classifier anyway; VGG's fc6/fc7 (about 120M weights) would
+    dominate every parameter count (docs/papers/basis_pruning.md §5.4).  Models whose head is already
+    pooling + one Linear (ResNet, DenseNet, MobileNetV2) only get the new Linear.
+    """
+    classifier = getattr(model, "classifier", None)
+    linears = [m for m in classifier.modules() if isinstance(m, nn.Linear)] if isinstance(classifier, nn.Module) else []
+    if len(linears) > 1 and hasattr(model, "avgpool"):
+        channels = [m for m in model.modules() if isinstance(m, nn.Conv2d)][-1].out_channels
+        model.avgpool = nn.AdaptiveAvgPool2d(1)
+        model.classifier = nn.Linear(channels, num_classes)
+    else:
+        replace_head(model, num_classes)
+
+
+HEADS = ("keep", "gap_linear")
+
+
+def build_hub(name: str, num_classes: int, pretrained: bool = False, source: str = "auto",
+              head: str = "keep") -> nn.Module:
+    """A torchvision or timm model with a `num_classes`-way classifier.
+
+    `head`: "keep" resizes the library's own classifier; "gap_linear" makes it global pooling + one
+    Linear (`gap_linear_head`; timm models use `reset_classifier`, which already is).
+    """
+    if head not in HEADS:
+        raise UserError(f"unknown model.head '{head}': choose one of {', '.join(HEADS)}")
     lib = resolve_source(name, source)
     try:
         if lib == "torchvision":
             import torchvision
 
-            if not pretrained:
+            if not pretrained and head == "keep":
                 model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
             else:
-                model = torchvision.models.get_model(name, weights="DEFAULT")
-                _replace_head(model, num_classes)
+                model = torchvision.models.get_model(name, weights="DEFAULT" if pretrained else None)
+                if head == "gap_linear":
+                    gap_linear_head(model, num_classes)
+                elif classifier_of(model).out_features != num_classes:  # ImageNet itself keeps the trained head
+                    replace_head(model, num_classes)
         else:
             import timm
 
@@ -71,5 +104,6 @@ def build_hub(name: str, num_classes: int, pretrained: bool = False, source: str
             f"({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); put the weights in the "
             "library cache (TORCH_HOME or HF_HOME) or set model.pretrained=false"
         ) from None
-    model.arch = lambda: {"arch": "hub", "name": name, "source": lib, "num_classes": num_classes}  # type: ignore[assignment]
+    model.hub_arch = {"arch": "hub", "name": name, "source": lib, "num_classes": num_classes, "head": head}
+    model.arch = lambda: dict(model.hub_arch)  # type: ignore[assignment]
     return model

@@ -21,13 +21,9 @@ import torch_pruning as tp
 from torch import nn
 
 from prunelab.models.features import eval_mode, zero_input
+from prunelab.models.hub import classifier_of
 from prunelab.models.structure import conv_bn_pairs
 from prunelab.surgery.groups import ChannelGroup, Member
-
-
-def classifier_of(model: nn.Module) -> nn.Module:
-    """The last Linear layer (the classifier head)."""
-    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
 
 
 def _graph(model: nn.Module, input_shape: tuple[int, ...]) -> tp.DependencyGraph:

@@ -38,6 +38,7 @@ class Baseline:
     acc: float | None  # test top-1 (%) of the dense model
     epochs: int  # epochs it was trained for (0 when loaded from a foreign state dict)
     source: str  # cache entry or checkpoint path
+    data: str = ""  # tag of the data it was trained and evaluated on
 
 
 def digest(obj: Any) -> str:
@@ -45,20 +46,24 @@ def digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def cache_key(cfg: DictConfig, data: Dataset) -> str:
-    """'<model>-<dataset>-<hash>-seed<seed>' for the baseline cache."""
-    dataset = {k: v for k, v in OmegaConf.to_container(cfg.dataset, resolve=True).items() if k not in DATA_KEYS_IGNORED}
+def cache_key(cfg: DictConfig, data: Dataset, dataset_cfg: DictConfig | None = None) -> str:
+    """'<model>-<dataset>-<hash>-seed<seed>' for the baseline cache (`dataset_cfg`: the data it trains on,
+    by default `cfg.dataset`)."""
+    dataset_cfg = cfg.dataset if dataset_cfg is None else dataset_cfg
+    dataset = {k: v for k, v in OmegaConf.to_container(dataset_cfg, resolve=True).items() if k not in DATA_KEYS_IGNORED}
     parts = {
         "model": OmegaConf.to_container(cfg.model, resolve=True),
         "data": [data.tag, dataset],
         "recipe": OmegaConf.to_container(cfg.baseline.trainer, resolve=True),
         "seed": int(cfg.seed),
     }
-    return f"{cfg.model.name}-{cfg.dataset.name}-{digest(parts)}-seed{int(cfg.seed)}"
+    return f"{cfg.model.name}-{dataset_cfg.name}-{digest(parts)}-seed{int(cfg.seed)}"
 
 
-def dense_baseline(cfg: DictConfig, data: Dataset, device: torch.device, world: World) -> Baseline:
-    """The trained dense model for this config (eval mode), from a checkpoint or the cache."""
+def dense_baseline(cfg: DictConfig, data: Dataset, device: torch.device, world: World,
+                   dataset_cfg: DictConfig | None = None) -> Baseline:
+    """The trained dense model for this config (eval mode), from a checkpoint or the cache; trained and
+    evaluated on `data`, whose config is `dataset_cfg` (default `cfg.dataset`; a transfer source otherwise)."""
     torch.manual_seed(int(cfg.seed))
     model = build_model(cfg.model, data.num_classes).to(device)
     if cfg.baseline.checkpoint:
@@ -68,8 +73,8 @@ def dense_baseline(cfg: DictConfig, data: Dataset, device: torch.device, world: 
         acc = payload.get("acc")
         if acc is None:
             acc = evaluate(model, data, cfg.baseline.trainer, device, world)
-        return Baseline(model.eval(), acc, int(payload.get("epochs", 0)), str(path))
-    entry = Path(str(cfg.paths.baselines)) / cache_key(cfg, data)
+        return Baseline(model.eval(), acc, int(payload.get("epochs", 0)), str(path), data.tag)
+    entry = Path(str(cfg.paths.baselines)) / cache_key(cfg, data, dataset_cfg)
     final = entry / "dense.pt"
     if world.is_main:
         entry.mkdir(parents=True, exist_ok=True)
@@ -86,4 +91,4 @@ def dense_baseline(cfg: DictConfig, data: Dataset, device: torch.device, world: 
         barrier()
     payload = ckpt.load(final, key="baseline cache")
     ckpt.load_weights(model, payload["model"], final, key="baseline cache")
-    return Baseline(model.eval(), float(payload["acc"]), int(payload["epochs"]), str(entry))
+    return Baseline(model.eval(), float(payload["acc"]), int(payload["epochs"]), str(entry), data.tag)

@@ -6,8 +6,8 @@ continues inside any stage.  Within a stage:
 
 - `param_groups(model)` lists the parameters that train, each group with its own lr scale
   (the schedule's lr times `lr_scale`) and weight decay (None: the recipe's).  Every other
-  parameter is frozen for the stage (`requires_grad=False`), and a BatchNorm whose parameters
-  are all frozen stays in eval mode for the whole stage, so its running statistics do not move.
+  parameter is frozen for the stage (`requires_grad=False`), and a BatchNorm whose affine
+  parameters are frozen stays in eval mode for the whole stage, so its running statistics do not move.
   Without `param_groups` every parameter trains, with the recipe's decay rule
   (`decay_bn_and_bias`).
 - `setup(model)`, if given, is a structural change made when the stage begins (e.g. a
@@ -82,11 +82,12 @@ def no_decay_parameters(model: nn.Module) -> set[int]:
 
 
 def frozen_batchnorms(model: nn.Module, trained: set[int]) -> list[_BatchNorm]:
-    """BatchNorm layers that have parameters, none of which is in `trained` (ids)."""
+    """BatchNorm layers with affine parameters, neither of which is in `trained` (ids).  Other
+    parameters a BatchNorm subclass may own (a channel gate) do not unfreeze its statistics."""
     out = []
     for m in model.modules():
-        own = list(m.parameters(recurse=False))
-        if isinstance(m, _BatchNorm) and own and not any(id(p) in trained for p in own):
+        affine = [p for p in (getattr(m, "weight", None), getattr(m, "bias", None)) if p is not None]
+        if isinstance(m, _BatchNorm) and affine and not any(id(p) in trained for p in affine):
             out.append(m)
     return out
 
