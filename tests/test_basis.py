@@ -288,3 +288,46 @@ def test_a_model_without_ungrouped_convs_is_refused() -> None:
     ctx = Context(SimpleNamespace(input_shape=(4, 5, 5), num_val=4), torch.device("cpu"), 0, model_name="dw")
     with pytest.raises(UserError, match="no ungrouped Conv2d"):
         build_method(compose_config(["method=basis"]).method).prepare(model, ctx)
+
+
+@pytest.mark.parametrize(("name", "source", "head"), [
+    ("resnet50", "torchvision", "keep"), ("vgg16", "torchvision", "gap_linear"), ("densenet121", "torchvision", "keep"),
+    ("mobilenet_v2", "torchvision", "keep"), ("resnet18", "timm", "keep"),
+])
+def test_hub_backbones_decompose_exactly_with_depthwise_convs_left_alone(name: str, source: str, head: str) -> None:
+    torch.manual_seed(0)
+    model = build_model({"arch": "hub", "name": name, "source": source, "head": head}, 10).double().eval()
+    names, grouped = decomposable(model)
+    assert bool(grouped) == (name == "mobilenet_v2")  # its depthwise convs: counted as unprunable
+    x = torch.randn(1, 3, 32, 32, dtype=F64)
+    out = decompose(copy.deepcopy(model), names).eval()
+    torch.testing.assert_close(out(x), model(x), rtol=1e-8, atol=1e-8)
+    assert len(basis_layers(out)) == len(names) and count(export_all(out), (3, 32, 32)).params == \
+        count(model, (3, 32, 32)).params  # full rank merges back to the dense layers
+    if head == "gap_linear":  # VGG's fc6/fc7 replaced by pooling + one Linear
+        assert [type(m) for m in (model.avgpool, model.classifier)] == [nn.AdaptiveAvgPool2d, nn.Linear]
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["method=basis", "method.fraction=0"], "error: method.fraction=0 must be in (0, 1)"),
+    (["method=double", "method.tolerance=-0.5"], "error: method.tolerance=-0.5 must be >= 0"),
+    (["method=basis", "method.min_keep=0"], "error: method.min_keep=0 must be >= 1"),
+    (["method=basis", "dataset.val_images=0"], "error: method=basis selects its pruning rounds on a validation split"),
+    (["method=basis", "model=hub", "model.name=resnet18", "model.pretrained=true"],
+     "error: model.pretrained=true: could not load pretrained weights"),
+])
+def test_bad_input_from_the_command_line_is_one_line_and_no_row(tmp_path: Path, overrides, message: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO, TINY
+
+    tiny = [o for o in TINY if not (o.startswith("model") and "model=hub" in overrides)]
+    where = [f"results.csv={tmp_path}/runs.csv", f"paths.baselines={tmp_path}/b", f"paths.checkpoints={tmp_path}/c",
+             f"hydra.run.dir={tmp_path}/run"]
+    env = {**os.environ, "TORCH_HOME": str(tmp_path / "no-weights"), "HF_HUB_OFFLINE": "1"}  # nothing cached
+    done = subprocess.run([sys.executable, "run.py", *tiny, *where, *overrides], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, env=env)
+    assert done.returncode == 2 and message in done.stderr, done.stderr[-2000:]
+    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "runs.csv").exists()

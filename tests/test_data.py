@@ -473,7 +473,9 @@ def test_validation_split_errors(tmp_path: Path) -> None:
     assert "set dataset.val_images=N" in message
     one_line_user_error(lambda: off.loader("valid", 4, train=False), "unknown split 'valid': choose one of test, train, val")
     one_line_user_error(lambda: toy().loader("val", 4, train=False), "dataset.val_images=N")
-    for bad in (10, 11, -1, 1.5, True, "3", None):  # 10 training images: N must be in 0..9
+    fraction = build_dataset(dataset_cfg("cifar10", root=str(tmp_path), val_images=0.25), CPU)  # round(2.5) = 2
+    assert (fraction.num_train, fraction.num_val) == (8, 2) and fraction.tag == "cifar10[8+2/2]"
+    for bad in (10, 11, -1, 1.5, 1.0, True, "3", None):  # 10 training images: N must be in 0..9
         cfg = dataset_cfg("cifar10", root=str(tmp_path), val_images=bad)
         message = one_line_user_error(lambda: build_dataset(cfg, CPU), "dataset.val_images must be an integer")
         assert "set dataset.val_images=N" in message
@@ -504,7 +506,7 @@ def test_validation_split_of_an_image_folder(tmp_path: Path) -> None:
         assert torch.cat(ys).tolist() == [folder.targets[i] for i in val_rows]
     other = build_dataset(folder_cfg(tmp_path, limit_train=8, val_images=3, val_seed=5), CPU)
     assert list(other.splits["val"].indices) == documented_holdout(8, 3, 5)[1] != val_rows
-    for bad in (8, -2, 0.5):
+    for bad in (8, -2, 1.5):
         cfg = folder_cfg(tmp_path, limit_train=8, val_images=bad)
         one_line_user_error(lambda: build_dataset(cfg, CPU), "dataset.val_images must be an integer from 0 to 7")
 

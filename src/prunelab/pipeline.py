@@ -75,8 +75,9 @@ def run(cfg: DictConfig, run_dir: Path, command: str = "") -> dict[str, Any]:
         write_json_atomic(run_dir / "metrics.json", record)
         append_row(Path(str(cfg.results.csv)), record)
         mirror.summary(record)
-    log.info("%s: acc %.2f%% (dense %s), params %d -> %d (-%.1f%%), MACs %d -> %d (-%.1f%%); row added to %s",
-             record["method"], acc_final, "-" if record["base_acc"] is None else f"{record['base_acc']:.2f}%",
+    log.info("%s: acc %.2f%% (%s %s), params %d -> %d (-%.1f%%), MACs %d -> %d (-%.1f%%); row added to %s",
+             record["method"], acc_final, "reference" if "acc_reference" in ctx.extra else "dense",
+             "-" if record["base_acc"] is None else f"{record['base_acc']:.2f}%",
              record["base_params"], record["params"], 100 * record["params_reduction"], record["base_macs"],
              record["macs"], 100 * record["macs_reduction"], cfg.results.csv)
     return record

@@ -143,17 +143,21 @@ def val_split(cfg: DictConfig, n: int) -> tuple[torch.Tensor, torch.Tensor] | No
     """(training rows, validation rows) of the `n` training rows left after `limit_train`,
     by the rule of the module docstring; None when `dataset.val_images` is 0 (the default).
 
-    Absent keys read as `val_images: 0`, `val_seed: 0`.
+    Absent keys read as `val_images: 0`, `val_seed: 0`.  A fraction in (0, 1) holds out
+    round(fraction * n) images (at least one), so one setting suits datasets of any size.
     """
     seed = cfg.get("val_seed", 0)
     if not _is_int(seed):
         raise UserError(f"dataset.val_seed must be an integer, got {seed!r}: set dataset.val_seed=0")
     value = cfg.get("val_images", 0)
+    if isinstance(value, float) and 0 < value < 1:
+        value = max(1, round(value * n))
     if _is_int(value) and value == 0:
         return None
     if not _is_int(value) or not 0 < value < n:
         raise UserError(
-            f"dataset.val_images must be an integer from 0 to {n - 1} (held out of the {n} training images "
-            f"after limit_train; 0 = no validation split), got {value!r}: set dataset.val_images=N with N < {n}"
+            f"dataset.val_images must be an integer from 0 to {n - 1} or a fraction in (0, 1) (held out of the {n} "
+            f"training images after limit_train; 0 = no validation split), got {value!r}: set dataset.val_images=N "
+            f"with N < {n}"
         )
     return holdout(n, value, seed)

@@ -20,6 +20,9 @@ METHODS: dict[str, str] = {
     "taylor": "#9467bd",
     "lrpet": "#2ca02c",
     "svd": "#e6ab02",
+    "basis": "#1b9e77",
+    "double": "#7570b3",
+    "taylor_gates": "#e7298a",
 }
 
 # paper (the `paper` column of results/paper_numbers.csv) -> marker of its points in every plot
