@@ -30,7 +30,7 @@ EXPERIMENTS = ("basis_transfer", "basis_criteria")
 CURVES, PLOTS = REPO / "results" / "curves", REPO / "results" / "plots"
 SMALL_TARGETS = "dataset=digits,cifar10_5to9"
 SMALL_SOURCE_EPOCHS = 8
-# the spec's shortest reference phase (10 epochs: the reference must be trained, or pruning looks free), one epoch per
+# the shortest reference phase of docs/papers/basis_pruning.md §3.3 (10 epochs: the reference must be trained, or pruning looks free), one epoch per
 # round; double's gate pruner follows these keys (conf/method/double.yaml).  A fifth of the small targets' training
 # images is held out, so that one image is less than a point of validation accuracy.
 SMALL_SCHEDULE = ["method.reference_epochs=10", "method.max_rounds=12", "method.scoring.batches=8",

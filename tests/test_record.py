@@ -211,6 +211,15 @@ def test_git_sha_clean_dirty_and_outside_a_repo(tmp_path: Path, monkeypatch: pyt
     (repo / "results" / "runs.csv").write_text("acc\n1\n2\n")
     assert git_sha(repo) == sha  # results are outputs, not code
     assert git_sha(repo / "results") == sha  # the same from a subdirectory
+    (repo / "README.md").write_text("prose\n")
+    (repo / "docs").mkdir()
+    (repo / "docs" / "notes.md").write_text("prose\n")
+    _git(repo, "add", "README.md", "docs/notes.md")
+    _git(repo, "commit", "-q", "-m", "docs")
+    sha = git_sha(repo)
+    (repo / "README.md").write_text("more prose\n")
+    (repo / "docs" / "notes.md").write_text("more prose\n")
+    assert git_sha(repo) == sha  # prose cannot change a number
     (repo / "a.py").write_text("x = 2\n")
     assert git_sha(repo) == sha + "+dirty"
 

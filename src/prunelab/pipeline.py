@@ -51,6 +51,9 @@ def run(cfg: DictConfig, run_dir: Path, command: str = "") -> dict[str, Any]:
     baseline = _baseline(cfg, method, data, device, world)
     if baseline is not None:
         log.info("dense baseline: %.2f%% after %d epochs (%s)", baseline.acc, baseline.epochs, baseline.source)
+        if not baseline.epochs and not cfg.model.get("pretrained") and not cfg.baseline.checkpoint:
+            log.warning("the dense model was neither trained (baseline.trainer=%s) nor pretrained: %s starts from "
+                        "random weights", cfg.baseline.trainer.name, method.label)
     model = _starting_model(cfg, method, baseline, data, device)
     ctx = Context(data, device, int(cfg.seed), cfg.trainer, baseline.model if baseline else None,
                   str(cfg.model.name), run_dir)

@@ -179,7 +179,7 @@ class DoublePruning(Composite, BasisPruning):
 
     def inner_context(self, ctx: Context) -> Context:
         """The pruner's context: its own extra, and the run's trainer for `pruner_epochs` epochs (its
-        fine-tuning, if it has one; 0 = none, as the spec's frozen-weight channel pruning)."""
+        fine-tuning, if it has one; 0 = none, as frozen-weight channel pruning, §3.4)."""
         trainer = OmegaConf.merge(ctx.trainer, {"epochs": int(self.cfg.pruner_epochs)})
         return replace(super().inner_context(ctx), trainer=trainer)
 

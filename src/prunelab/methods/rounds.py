@@ -244,8 +244,10 @@ def rounds_stage(name: str, ctx: Context, cfg: DictConfig, schedule: Schedule, c
 
 
 def record_rounds(rounds: PruningRounds | None, extra: dict[str, Any]) -> None:
-    """Every round's numbers and the unpruned reference (test and validation accuracy) into `extra`."""
+    """Every round's numbers and the unpruned reference (test and validation accuracy) into `extra`;
+    without rounds the reference is None: no unpruned model was trained, so the record has no base accuracy."""
     if rounds is None or not rounds.history:
+        extra["acc_reference"] = None
         return
     reference = next(h for h in rounds.history if h["event"] == "trained")
     extra.update(rounds=rounds.history, acc_reference=reference["test_acc"], val_reference=reference["val_acc"])

@@ -28,13 +28,14 @@ def git_sha(repo_dir: str | os.PathLike[str]) -> str:
     """Full sha of HEAD, with ``+dirty`` when tracked code or configs have uncommitted changes.
 
     Files under ``results/`` are outputs, not code: rewriting them (as every experiment
-    does) leaves the sha clean.  "unknown" outside a git repository, before the first
-    commit, or without git.
+    does) leaves the sha clean; so does prose (``docs/``, Markdown files), which cannot
+    change a number.  "unknown" outside a git repository, before the first commit, or
+    without git.
     """
     try:
         sha = _git(Path(repo_dir), "rev-parse", "--verify", "HEAD")
-        dirty = _git(Path(repo_dir), "status", "--porcelain", "--untracked-files=no",
-                     "--", ":(top)", ":(top,exclude)results")
+        dirty = _git(Path(repo_dir), "status", "--porcelain", "--untracked-files=no", "--", ":(top)",
+                     ":(top,exclude)results", ":(top,exclude)docs", ":(top,exclude,glob)**/*.md")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return sha + ("+dirty" if dirty else "")

@@ -279,10 +279,11 @@ def render_markdown(summary: pd.DataFrame, spec: TableSpec, paper: pd.DataFrame)
         " (trainer config with its dense-baseline + method epochs), data or devices are never averaged together;"
         " `git` lists the commits a row averages.",
         "- acc: top-1 % on the test split after the final epoch, mean ± sample std over seeds (— for one seed);"
-        " Δ acc = acc − base acc (the dense baseline).",
+        " Δ acc = acc − base acc (the dense baseline, or the method's own unpruned reference where it measures one).",
         f"- params: {params}; MACs: conv + linear multiply-accumulates (the papers' \"FLOPs\");"
         " ↓: reduction 1 − compressed/dense in %; gap: ours − paper in percentage points.",
-        "- data: dataset[train images/test images] the runs loaded; seeds 0: declared but not run yet;"
+        "- data: dataset[train(+validation) images/test images] the runs loaded ({classes}: a class subset, @R: resized"
+        " to R pixels); seeds 0: declared but not run yet;"
         " no seeds: the paper's number alone.",
         "",
         cells.to_markdown(index=False, disable_numparse=True),
