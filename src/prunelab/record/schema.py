@@ -26,7 +26,7 @@ RESULT_FIELDS: tuple[str, ...] = (
     "params_reduction",
     "macs_reduction",
     # accuracy
-    "base_acc",  # dense baseline, final epoch
+    "base_acc",  # dense baseline, final epoch; or the method's unpruned reference (extra.acc_reference)
     "acc_compressed",  # right after compression, before (fine-)tuning; empty if trained from scratch
     "acc_final",  # final epoch of the method's training (the reported number)
     "acc_best",  # best epoch (secondary)
