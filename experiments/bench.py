@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import time
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
 
@@ -32,3 +34,20 @@ def timed(fn: Callable[[], T], device: torch.device) -> tuple[float, T]:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter() - started, out
+
+
+def add_machine_args(p: argparse.ArgumentParser) -> None:
+    """--threads (torch CPU threads) and --out (where results/bench files go), shared by the benchmarks."""
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--out", type=Path, default=REPO / "results" / "bench")
+
+
+def set_threads(args: argparse.Namespace) -> None:
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+
+
+def footer(record: Mapping[str, Any]) -> str:
+    """The provenance lines closing every benchmark's markdown: device, threads, torch, command, git, time."""
+    return (f"Device: {record['device']}; torch threads: {record['threads']}; torch {record['torch']}.  \n"
+            f"Command: `{record['command']}`  \nGit: {record['git_sha']}  \nTime: {record['timestamp']}\n")

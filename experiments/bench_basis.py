@@ -17,13 +17,12 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from bench import REPO, code_version, timed
+from bench import REPO, add_machine_args, code_version, footer, set_threads, timed
 from prunelab.layers.basis import basis_layers, decompose
 from prunelab.methods.basis import decomposable
 from prunelab.methods.rounds import Unit, taylor_scores
@@ -48,11 +47,9 @@ def main() -> None:
     p.add_argument("--batches", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--out", type=Path, default=REPO / "results" / "bench")
+    add_machine_args(p)
     args = p.parse_args()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    set_threads(args)
     device = torch.device(args.device)
 
     torch.manual_seed(0)
@@ -109,8 +106,7 @@ def main() -> None:
         f"({len(layers)} basis layers): {record['taylor_scoring_s']:.2f} s; {args.batches} training steps of the "
         f"basis stage on the same batches: {record['training_steps_s']:.2f} s; ratio "
         f"{record['scoring_over_training']:.2f} (<= 1: a scoring pass costs at most the epoch it scores).\n\n"
-        f"Device: {record['device']}; torch threads: {record['threads']}; torch {torch.__version__}.  \n"
-        f"Command: `{record['command']}`  \nGit: {record['git_sha']}  \nTime: {record['timestamp']}\n"
+        + footer(record)
     )
     print((args.out / "basis.md").read_text())
 

@@ -16,7 +16,6 @@ import argparse
 import statistics
 from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +23,7 @@ from omegaconf import OmegaConf
 
 from prunelab.methods.lrpet import ConvPlan, Projection, plan_ranks, project_model
 from prunelab.models import build_model
-from bench import REPO, code_version, timed
+from bench import REPO, add_machine_args, code_version, footer, set_threads, timed
 from prunelab.record import command_line, device_name, utc_timestamp, write_json_atomic
 
 SOURCES = ("src/prunelab/layers/matrix.py", "src/prunelab/methods/lrpet.py", "experiments/bench_lrpet_projection.py")
@@ -56,11 +55,9 @@ def main() -> None:
     p.add_argument("--train-steps", type=int, default=5, help="timed training steps")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--steps-per-epoch", type=int, default=391)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--out", type=Path, default=REPO / "results" / "bench")
+    add_machine_args(p)
     args = p.parse_args()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    set_threads(args)
     device = torch.device(args.device)
     torch.manual_seed(0)
     model = build_model(OmegaConf.load(REPO / "conf" / "model" / "resnet56.yaml"), 10).to(device)
@@ -116,8 +113,7 @@ def main() -> None:
         f"Training step: {step_s:.2f} s ({record['min_s']['train_step']:.2f}); epoch (extrapolated): {epoch_s:.0f} s.  "
         f"One projection per epoch (CIFAR schedule) costs {100 * record['projection_fraction_of_epoch']:.3f}% "
         "of the epoch.\n\n"
-        f"Device: {record['device']}; torch threads: {record['threads']}; torch {torch.__version__}.  \n"
-        f"Command: `{record['command']}`  \nGit: {record['git_sha']}  \nTime: {record['timestamp']}\n"
+        + footer(record)
     )
     print((args.out / "lrpet_projection.md").read_text())
 

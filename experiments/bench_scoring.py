@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import statistics
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
@@ -30,7 +29,7 @@ from torch import nn
 from prunelab.methods.criteria import Batches, nuclear
 from prunelab.models import build_model
 from prunelab.models.features import FeatureTap
-from bench import REPO, code_version, timed
+from bench import REPO, add_machine_args, code_version, footer, set_threads, timed
 from prunelab.record import command_line, device_name, utc_timestamp, write_json_atomic
 from prunelab.surgery import Member, channel_groups
 
@@ -77,8 +76,9 @@ def main() -> None:
     p.add_argument("--images", type=int, default=640)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--repeats", type=int, default=3, help="timed runs of the batched scorer")
-    p.add_argument("--out", type=Path, default=REPO / "results" / "bench")
+    add_machine_args(p)
     args = p.parse_args()
+    set_threads(args)
     device = torch.device(args.device)
     torch.manual_seed(0)
     model = build_model(OmegaConf.load(REPO / "conf" / "model" / "resnet56.yaml"), 10).to(device).eval()
@@ -120,8 +120,7 @@ def main() -> None:
         f"| HRank-style: one pass per layer, per-map loop | {hrank_s:.1f} s | **{record['speedup_vs_hrank_style']:.1f}x** |\n\n"
         f"One forward pass over the images alone: {forward_s:.2f} s.  Largest relative difference of our scores "
         f"from the loops': {record['max_rel_diff_vs_hrank_style']:.1e}.\n\n"
-        f"Device: {record['device']}, {record['threads']} threads, torch {torch.__version__}.  \n"
-        f"Command: `{record['command']}`  \nGit: {record['git_sha']}  \nTime: {record['timestamp']}\n"
+        + footer(record)
     )
     print((args.out / "scoring.md").read_text())
 

@@ -331,3 +331,19 @@ def test_bad_input_from_the_command_line_is_one_line_and_no_row(tmp_path: Path, 
                           text=True, timeout=300, env=env)
     assert done.returncode == 2 and message in done.stderr, done.stderr[-2000:]
     assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "runs.csv").exists()
+
+
+def test_the_benchmark_runs_and_records_its_provenance(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    done = subprocess.run([sys.executable, "experiments/bench_basis.py", "--batches", "1", "--repeats", "1",
+                           "--batch-size", "2", "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    record = json.loads((tmp_path / "basis.json").read_text())
+    assert record["decomposed_convs"] == 53 and record["basis_layers"] == 55 and record["taylor_scoring_s"] > 0
+    assert "Command: `python experiments/bench_basis.py" in (tmp_path / "basis.md").read_text()
