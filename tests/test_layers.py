@@ -13,7 +13,9 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from prunelab import layers
-from prunelab.layers import LAYERS, BasisConv2d, GatedBatchNorm2d, LowRankConv2d, ZeroConv2d, factorise
+from prunelab.layers import (
+    LAYERS, BasisConv2d, ExpandedConv2d, ExpandedLinear, GatedBatchNorm2d, LowRankConv2d, ZeroConv2d, factorise,
+)
 from prunelab.methods.base import Context
 from prunelab.methods.channel import ChannelPruning
 from prunelab.models import build_model, model_from_arch
@@ -39,7 +41,7 @@ def exported(model: nn.Module) -> nn.Module:
 
 
 def test_every_registered_layer_is_tested_here() -> None:
-    assert set(LAYERS) == {"lowrank", "zero", "basis", "gated_bn"}
+    assert set(LAYERS) == {"lowrank", "zero", "basis", "gated_bn", "expanded_conv", "expanded_linear"}
 
 
 @pytest.mark.parametrize("layer", [
@@ -48,6 +50,8 @@ def test_every_registered_layer_is_tested_here() -> None:
     ZeroConv2d(5, 3, stride=2, padding=1, bias=True),
     BasisConv2d(6, 4, 3, rank=4, stride=2, padding=1, bias=True),  # a random (non-orthonormal) basis: deploy is exact anyway
     GatedBatchNorm2d(6),
+    ExpandedConv2d(6, 5, 3, mid_in=12, mid_out=10, stride=2, padding=1, bias=True),
+    ExpandedLinear(6, 4, mid_in=12, mid_out=8),
 ])
 def test_deploy_form_and_spec_round_trip_are_exact_in_float64(layer: nn.Module) -> None:
     layer = layer.double().eval()
@@ -59,7 +63,8 @@ def test_deploy_form_and_spec_round_trip_are_exact_in_float64(layer: nn.Module) 
         elif buffer.is_floating_point() and not name.endswith("running_var"):
             buffer.normal_()
     spec = layer.spec()
-    x = torch.randn(2, spec.get("in_channels", spec.get("num_features", 6)), 9, 9, dtype=torch.float64)
+    x = torch.randn(2, spec["in_features"], dtype=torch.float64) if "in_features" in spec else \
+        torch.randn(2, spec.get("in_channels", spec.get("num_features", 6)), 9, 9, dtype=torch.float64)
     y = layer(x)
     deployed = layer.deploy()
     torch.testing.assert_close(deployed(x), y, rtol=1e-12, atol=1e-12)

@@ -23,6 +23,7 @@ METHODS: dict[str, str] = {
     "basis": "#1b9e77",
     "double": "#7570b3",
     "taylor_gates": "#e7298a",
+    "lop": "#66a61e",
 }
 
 # paper (the `paper` column of results/paper_numbers.csv) -> marker of its points in every plot

@@ -54,6 +54,7 @@ COLUMN_LABELS: dict[str, str] = {
     "base_acc": "base acc %",
     "paper_base_acc": "paper base %",
     "delta": "Δ acc pp",
+    "gain": "gain pp",
     "params": "params",
     "paper_params": "paper params",
     "params_red": "params ↓ %",

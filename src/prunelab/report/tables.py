@@ -118,8 +118,27 @@ def _group_stats(runs: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
         macs_red=("macs_red", "mean"),
         epochs=("epochs_finetune", _joined),
         git=("git", _joined),
-    )
-    return stats.reset_index()
+    ).reset_index()
+    stats["gain"] = _gains(stats, keys)
+    return stats
+
+
+def _gains(stats: pd.DataFrame, keys: list[str]) -> list[float]:
+    """acc of a composed method's row `outer(inner)` minus acc of its inner method's row with all other
+    keys equal and the inner target (the end of the composed target): what the outer step adds."""
+    others = [k for k in keys if k not in ("method", "target")]
+    rows = stats.to_dict("records")
+    by_key: dict[tuple, list[dict]] = {}
+    for row in rows:
+        by_key.setdefault((row["method"], *(row[k] for k in others)), []).append(row)
+    gains = []
+    for row in rows:
+        outer, paren, inner = row["method"].partition("(")
+        candidates = by_key.get((inner[:-1], *(row[k] for k in others)), []) if paren else []
+        candidates = [c for c in candidates if row["target"].endswith(c["target"])]
+        best = max(candidates, key=lambda c: len(c["target"]), default=None)
+        gains.append(row["acc"] - best["acc"] if best is not None else math.nan)
+    return gains
 
 
 def _matches(match: dict[str, tuple[str, ...]], line: dict[str, Any]) -> bool:
@@ -223,6 +242,7 @@ _FORMATS: dict[str, Callable[[pd.Series], str]] = {
     "acc_best": lambda r: _num(r["acc_best"], 2),
     "base_acc": lambda r: _num(r["base_acc"], 2),
     "delta": lambda r: _num(r["delta"], 2, signed=True),
+    "gain": lambda r: _num(r["gain"], 2, signed=True),
     "params": lambda r: _count(r["params"]),
     "macs": lambda r: _count(r["macs"]),
     "params_red": lambda r: _num(r["params_red"], 1),

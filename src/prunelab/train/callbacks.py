@@ -60,6 +60,9 @@ class Callback:
         this epoch's evaluation and checkpoint; a resumed run does not train it again.
         """
 
+    def on_fit_end(self, state: TrainState) -> None:
+        """Once, after the stage's last epoch (paired with `on_fit_start`: e.g. remove hooks)."""
+
     def state_dict(self) -> dict[str, Any]:
         """State saved in each epoch checkpoint, so a resumed run continues identically."""
         return {}

@@ -168,6 +168,9 @@ def fit(
                 if world.is_main:
                     log.info("%s stopped early after epoch %d of %d", phase, epoch + 1, epochs)
                 break
+        for cb in callbacks:
+            cb.on_fit_end(state)
+        optimizer.zero_grad(set_to_none=True)  # no stale gradients on the trained model (a teacher later)
     return result
 
 

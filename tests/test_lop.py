@@ -1,0 +1,249 @@
+"""Linear over-parameterization (docs/papers/linear_overparam.md §7): exact contraction, output-preserving and
+non-degenerate expansion, the similarity-preserving loss, the frozen teacher, counts, and the method end to end."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from prunelab import pipeline
+from prunelab.errors import UserError
+from prunelab.layers.expanded import ExpandedConv2d, ExpandedLinear, init_expansion
+from prunelab.measure import count
+from prunelab.methods.base import Context, build_method
+from prunelab.methods.lop import contract_all, expand, expandable
+from prunelab.models import build_model
+from prunelab.train import checkpoint as ckpt
+from prunelab.train.similarity import similarity_matrix, similarity_preserving_loss
+
+from conftest import compose_config
+
+F64 = torch.float64
+CPU = torch.device("cpu")
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize(("k", "stride", "padding", "dilation"),
+                         [(k, s, p, d) for k, s, d in itertools.product([1, 3, 5], [1, 2], [1, 2])
+                          for p in sorted({0, k // 2})])
+def test_contraction_is_exact(k: int, stride: int, padding: int, dilation: int) -> None:
+    block = ExpandedConv2d(4, 6, k, mid_in=9, mid_out=11, stride=stride, padding=padding, dilation=dilation,
+                           bias=True).double()
+    for p in block.parameters():
+        nn.init.normal_(p)
+    x = torch.randn(2, 4, 9, 9, dtype=F64)
+    torch.testing.assert_close(block.contract()(x), block(x), rtol=1e-10, atol=1e-10)
+
+
+def test_a_bias_inside_the_block_is_refused() -> None:
+    block = ExpandedConv2d(4, 6, 3, mid_in=8, mid_out=12, padding=1)
+    block.a.bias = nn.Parameter(torch.zeros(8))  # a bias before a zero-padded conv: not one conv
+    with pytest.raises(ValueError, match="not contractible exactly"):
+        block.contract()
+
+
+@pytest.mark.parametrize("how", ["pinv", "orthonormal"])
+@pytest.mark.parametrize("ratio", [1, 4])
+def test_expansion_computes_the_layer_and_contracts_back_to_it(how: str, ratio: int) -> None:
+    torch.manual_seed(0)
+    conv = nn.Conv2d(5, 7, 3, 2, 1, bias=True).double()
+    linear = nn.Linear(6, 3).double()
+    model = nn.Sequential(conv, nn.Flatten(), nn.LazyLinear(6).double(), nn.ReLU(), linear)
+    x = torch.randn(2, 5, 8, 8, dtype=F64)
+    expected = model(x)
+    expanded = expand(copy.deepcopy(model), ["0", "4"], ratio, how, seed=0)
+    assert isinstance(expanded[0], ExpandedConv2d) and isinstance(expanded[4], ExpandedLinear)
+    assert expanded[0].b.weight.shape == (7 * ratio, 5 * ratio, 3, 3)
+    torch.testing.assert_close(expanded(x), expected, rtol=1e-10, atol=1e-10)
+    back = contract_all(expanded)
+    torch.testing.assert_close(back[0].weight, conv.weight, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(back[4].weight, linear.weight, rtol=1e-10, atol=1e-10)
+    assert torch.equal(back[0].bias, conv.bias) and torch.equal(back[4].bias, linear.bias)
+
+
+def pruned(model_cfg: dict, ratio: float = 0.5, shape=(3, 16, 16)) -> tuple[nn.Module, nn.Module]:
+    """(dense, L1-pruned) of a CIFAR model with random BN statistics, float64."""
+    torch.manual_seed(0)
+    dense = build_model(model_cfg, 10).double()
+    for m in dense.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2), m.running_var.uniform_(0.5, 1.5)
+    method = build_method(compose_config(["method=l1", f"method.ratio={ratio}"]).method)
+    return dense, method.prepare(copy.deepcopy(dense), Context(SimpleNamespace(input_shape=shape), CPU, 0))
+
+
+RESNET = {"arch": "cifar_resnet", "name": "r56", "depth": 56, "widths": [4, 8, 16]}
+VGG = {"arch": "cifar_vgg", "name": "vgg16", "cfg": [8, 8, "M", 16, 16, "M", 16, 16, 16, "M", 32, 32, 32, "M",
+                                                     32, 32, 32], "classifier_hidden": [32], "conv_bias": True,
+       "final_pool": "avg"}
+
+
+@pytest.mark.parametrize("model_cfg", [RESNET, VGG], ids=["resnet56", "vgg16"])
+def test_expanding_a_whole_pruned_network_keeps_its_outputs_in_eval_and_train_mode(model_cfg: dict) -> None:
+    _, model = pruned(model_cfg)
+    names = expandable(model, ".*")
+    assert len(names) == sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in model.modules())
+    expanded = expand(copy.deepcopy(model), names, 4, "pinv", seed=0)
+    x = torch.randn(4, 3, 16, 16, dtype=F64)
+    for mode in (False, True):  # train mode: every BN sees the same batch statistics
+        torch.testing.assert_close(expanded.train(mode)(x), model.train(mode)(x), rtol=1e-8, atol=1e-8)
+    contracted = contract_all(expanded.eval())
+    assert count(contracted, (3, 16, 16)).params == count(model, (3, 16, 16)).params
+    assert contracted.state_dict().keys() == model.state_dict().keys()
+
+
+def outside_share(update: torch.Tensor, basis: torch.Tensor) -> float:
+    """Norm of the part of `update`'s columns outside span(basis's columns), relative to the update."""
+    q, _ = torch.linalg.qr(basis.detach())
+    update = update.detach()
+    return float((update - q @ (q.T @ update)).norm() / update.norm())
+
+
+@pytest.mark.parametrize(("how", "trains_extra_width"), [("pinv", True), ("orthonormal", False)])
+def test_only_the_pinv_init_lets_the_extra_width_train(how: str, trains_extra_width: bool) -> None:
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, 3, padding=1, bias=False).double()
+    block = ExpandedConv2d.like(conv, 4)
+    init_expansion(block, conv.weight, gen(), how)
+    a0, c0 = block.a.weight[:, :, 0, 0].clone(), block.c.weight[:, :, 0, 0].clone()
+    opt = torch.optim.SGD(block.parameters(), lr=0.05)
+    for _ in range(3):
+        x, target = torch.randn(8, 3, 6, 6, dtype=F64), torch.randn(8, 4, 6, 6, dtype=F64)
+        loss = F.mse_loss(block(x), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    a_move = block.a.weight[:, :, 0, 0] - a0  # M x Ci: does it leave the column space of A0 (in R^M)?
+    c_move = block.c.weight[:, :, 0, 0] - c0  # Co x N: does it leave the row space of C0 (in R^N)?
+    outside = max(outside_share(a_move, a0), outside_share(c_move.T, c0.T))
+    assert (outside > 1e-3) == trains_extra_width, outside
+
+
+def test_the_similarity_preserving_loss() -> None:
+    torch.manual_seed(0)
+    s, t = torch.randn(6, 7, 4, 4), torch.randn(6, 16, 4, 4)  # different channel counts
+    g = s.flatten(1) @ s.flatten(1).T
+    assert torch.allclose(g, g.T)
+    assert similarity_preserving_loss(s, s) == 0 and similarity_preserving_loss(s, 3 * s) < 1e-12
+    loop = sum((similarity_matrix(s)[i, j] - similarity_matrix(t)[i, j]) ** 2 for i in range(6) for j in range(6)) / 36
+    assert similarity_preserving_loss(s, t).item() == pytest.approx(float(loop), rel=1e-6)
+    a, b = torch.randn(4, 3, 2, 2, dtype=F64, requires_grad=True), torch.randn(4, 5, 2, 2, dtype=F64)
+    assert torch.autograd.gradcheck(lambda x: similarity_preserving_loss(x, b), (a,))
+    with pytest.raises(ValueError, match="same batch"):
+        similarity_preserving_loss(s, t[:3])
+
+
+def test_training_then_contracting_matches_and_the_teacher_stays_frozen(tiny_cfg, tmp_path: Path) -> None:
+    cfg = tiny_cfg("method=lop", "method.pruner.ratio=0.5", "method.gamma=3000", "trainer.epochs=2",
+                   "trainer.limit_eval_batches=null")
+    teacher_before = {}
+    from prunelab.methods import lop as lop_module
+
+    original = lop_module.SimilarityDistillation.on_fit_start
+
+    def remember(self, state):
+        teacher_before.update({k: v.clone() for k, v in self.teacher.state_dict().items()})
+        original(self, state)
+
+    lop_module.SimilarityDistillation.on_fit_start = remember
+    contracted_logits = {}
+    original_finalize = lop_module.LinearOverparam.finalize
+
+    def check(self, model, ctx):
+        x = next(iter(ctx.data.loader("test", 16, train=False)))[0]
+        with torch.no_grad():
+            expanded_out = model.eval()(x)
+            out = original_finalize(self, model, ctx)
+            contracted_logits["diff"] = float((out.eval()(x) - expanded_out).abs().max() / expanded_out.abs().max())
+        teacher_after = ctx.teacher.state_dict()  # parameters and BN statistics
+        contracted_logits["teacher"] = all(torch.equal(teacher_before[k], v) for k, v in teacher_after.items())
+        contracted_logits["grads"] = all(p.grad is None for p in ctx.teacher.parameters())
+        return out
+
+    lop_module.LinearOverparam.finalize = check
+    try:
+        record = pipeline.run(cfg, tmp_path / "run")
+    finally:
+        lop_module.SimilarityDistillation.on_fit_start = original
+        lop_module.LinearOverparam.finalize = original_finalize
+    assert contracted_logits["diff"] < 1e-4 and contracted_logits["teacher"] and contracted_logits["grads"]
+    plain = pipeline.run(tiny_cfg("method=l1", "method.ratio=0.5", "trainer.epochs=2", "trainer.limit_eval_batches=null"),
+                         tmp_path / "plain")
+    assert record["method"] == "lop(l1)" and record["target"] == "E=4; gamma=3000; ratio=0.5"
+    assert (record["params"], record["macs"]) == (plain["params"], plain["macs"])
+    assert record["acc_compressed"] == plain["acc_compressed"]  # the same pruned model before training
+    reloaded = ckpt.load_model(tmp_path / "run" / "model.pt")
+    template = ckpt.load_model(tmp_path / "plain" / "model.pt")
+    template.load_state_dict(reloaded.state_dict(), strict=True)  # the plain pruned architecture
+
+
+def test_fine_tuning_only_is_plain_fine_tuning(tiny_cfg, tmp_path: Path) -> None:
+    ft = pipeline.run(tiny_cfg("method=lop", "method.expand=0", "method.gamma=0"), tmp_path / "ft")
+    plain = pipeline.run(tiny_cfg("method=l1"), tmp_path / "plain")
+    assert ft["method"] == "l1" and ft["target"] == plain["target"]
+    for key in ("acc_compressed", "acc_final", "params", "macs"):
+        assert ft[key] == plain[key], key
+    a, b = (ckpt.load(tmp_path / r / "model.pt")["model"] for r in ("ft", "plain"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("overrides", [["method.sp_layers=stages"], ["method.sp_feature=bn"],
+                                       ["method.sp_feature=relu", "method.expand=0"], ["method.init=orthonormal"]])
+def test_distillation_and_init_options_run(tiny_cfg, tmp_path: Path, overrides: list[str]) -> None:
+    record = pipeline.run(tiny_cfg("method=lop", *overrides), tmp_path / "run")
+    assert record["method"] == "lop(l1)" and record["extra"].get("sp_pairs", 0) > 0
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["method.expand=-1"], "method.expand=-1"),
+    (["method.gamma=-1"], "method.gamma=-1 must be >= 0"),
+    (["method.layers=nosuchlayer"], "method.layers='nosuchlayer' matches no"),
+    (["method.pruner=nosuch"], "method.pruner='nosuch' is not a method config"),
+    (["method.layers='['"], "is not a regular expression"),
+])
+def test_bad_settings_name_the_key(tiny_cfg, tmp_path: Path, overrides: list[str], message: str) -> None:
+    with pytest.raises(UserError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        pipeline.run(tiny_cfg("method=lop", *overrides), tmp_path / "run")
+
+
+def test_a_hub_model_pruned_by_torch_pruning_expands_and_contracts(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    dense = build_model({"arch": "hub", "name": "resnet18", "source": "torchvision"}, 10).double().eval()
+    method = build_method(compose_config(["method=lop", "method.pruner.ratio=0.5", "method.expand=2"]).method)
+    ctx = Context(SimpleNamespace(input_shape=(3, 32, 32)), CPU, 0, teacher=dense)
+    model = method.prepare(copy.deepcopy(dense), ctx).eval()
+    x = torch.randn(2, 3, 32, 32, dtype=F64)
+    expected = model(x)
+    back = method.finalize(model, ctx).eval()
+    torch.testing.assert_close(back(x), expected, rtol=1e-8, atol=1e-8)
+    assert method.sp_pairs(ctx) and all(t in dict(dense.named_modules()) for _, t in method.sp_pairs(ctx))
+
+
+def test_the_teacher_has_no_graph_and_runs_in_eval_mode() -> None:
+    from prunelab.methods.lop import SimilarityDistillation
+    from prunelab.train.callbacks import TrainState
+
+    torch.manual_seed(0)
+    teacher = build_model(RESNET, 10).eval()
+    student = copy.deepcopy(teacher).train()
+    callback = SimilarityDistillation(teacher, [("layer1", "layer1"), ("fc", "fc")], gamma=1.0)
+    state = TrainState(student, torch.optim.SGD(student.parameters(), lr=0.1), CPU)
+    callback.on_fit_start(state)
+    x = torch.randn(4, 3, 8, 8)
+    student(x)
+    loss = callback.extra_loss(state, x, None, None)
+    loss.backward()
+    assert all(p.grad is None for p in teacher.parameters()) and not teacher.training
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
+    callback.on_fit_end(state)
+    assert not any(m._forward_hooks for m in student.modules()) and not any(m._forward_hooks for m in teacher.modules())
