@@ -141,6 +141,8 @@ def test_the_similarity_preserving_loss() -> None:
     assert torch.autograd.gradcheck(lambda x: similarity_preserving_loss(x, b), (a,))
     with pytest.raises(ValueError, match="same batch"):
         similarity_preserving_loss(s, t[:3])
+    with torch.autocast("cpu", torch.bfloat16):  # the Gram product of bf16 features is taken in float32
+        assert similarity_matrix(s.bfloat16()).dtype == torch.float32
 
 
 def test_training_then_contracting_matches_and_the_teacher_stays_frozen(tiny_cfg, tmp_path: Path) -> None:
@@ -177,6 +179,7 @@ def test_training_then_contracting_matches_and_the_teacher_stays_frozen(tiny_cfg
         lop_module.SimilarityDistillation.on_fit_start = original
         lop_module.LinearOverparam.finalize = original_finalize
     assert contracted_logits["diff"] < 1e-4 and contracted_logits["teacher"] and contracted_logits["grads"]
+    assert 0 <= record["extra"]["contraction_error"] < 1e-5  # the method's own check, on random images
     plain = pipeline.run(tiny_cfg("method=l1", "method.ratio=0.5", "trainer.epochs=2", "trainer.limit_eval_batches=null"),
                          tmp_path / "plain")
     assert record["method"] == "lop(l1)" and record["target"] == "E=4; gamma=3000; ratio=0.5"
@@ -197,11 +200,17 @@ def test_fine_tuning_only_is_plain_fine_tuning(tiny_cfg, tmp_path: Path) -> None
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("overrides", [["method.sp_layers=stages"], ["method.sp_feature=bn"],
-                                       ["method.sp_feature=relu", "method.expand=0"], ["method.init=orthonormal"]])
-def test_distillation_and_init_options_run(tiny_cfg, tmp_path: Path, overrides: list[str]) -> None:
-    record = pipeline.run(tiny_cfg("method=lop", *overrides), tmp_path / "run")
-    assert record["method"] == "lop(l1)" and record["extra"].get("sp_pairs", 0) > 0
+@pytest.mark.parametrize(("overrides", "target"), [
+    (["method.sp_layers=stages"], "E=4; gamma=3000; sp_layers=stages; ratio=0.5"),
+    (["method.sp_feature=bn"], "E=4; gamma=3000; sp_feature=bn; ratio=0.5"),
+    (["method.sp_feature=relu", "method.expand=0"], "E=off; gamma=3000; sp_feature=relu; ratio=0.5"),
+    (["method.init=orthonormal", "method.noise=0.5"], "E=4,orthonormal; gamma=3000; ratio=0.5"),  # noise unused
+    (["method.noise=0.5", "method.layers=conv"], "E=4; gamma=3000; noise=0.5; layers=conv; ratio=0.5"),
+])
+def test_distillation_and_init_options_run_and_are_named(tiny_cfg, tmp_path: Path, overrides: list[str],
+                                                         target: str) -> None:
+    record = pipeline.run(tiny_cfg("method=lop", "method.pruner.ratio=0.5", *overrides), tmp_path / "run")
+    assert record["method"] == "lop(l1)" and record["extra"].get("sp_pairs", 0) > 0 and record["target"] == target
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
@@ -210,6 +219,8 @@ def test_distillation_and_init_options_run(tiny_cfg, tmp_path: Path, overrides: 
     (["method.layers=nosuchlayer"], "method.layers='nosuchlayer' matches no"),
     (["method.pruner=nosuch"], "method.pruner='nosuch' is not a method config"),
     (["method.layers='['"], "is not a regular expression"),
+    (["method.noise=0"], "method.noise=0 must be > 0 with method.init=pinv"),
+    (["method.sp_feature=bn", "method.sp_layers=stages"], "method.sp_feature=bn chooses the feature of each expanded"),
 ])
 def test_bad_settings_name_the_key(tiny_cfg, tmp_path: Path, overrides: list[str], message: str) -> None:
     with pytest.raises(UserError, match=message.replace("[", r"\[").replace("(", r"\(")):

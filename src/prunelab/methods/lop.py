@@ -36,12 +36,13 @@ from prunelab.data.sharding import generator
 from prunelab.errors import UserError, choose
 from prunelab.layers.expanded import INITS, ExpandedConv2d, ExpandedLinear, init_expansion
 from prunelab.methods.base import Composite, Context, register
-from prunelab.models.features import FeatureTap
+from prunelab.models.features import FeatureTap, eval_mode, zero_input
 from prunelab.models.structure import conv_bn_pairs
 from prunelab.train.callbacks import Callback, TrainState
 from prunelab.train.similarity import similarity_preserving_loss
 
 SP_FEATURES = ("conv", "bn", "relu")
+NON_DEFAULT_TARGET = {"noise": 0.1, "layers": ".*", "sp_layers": "all", "sp_feature": "conv"}  # named in the target if set
 STAGE_OUTPUTS = r"^(layer\d+|features\.pool\d+)$"  # ResNet stages (ours, torchvision) and VGG's pooling stages
 
 
@@ -115,6 +116,12 @@ class LinearOverparam(Composite):
             raise UserError(f"method.gamma={cfg.gamma} must be >= 0 (0: no distillation)")
         self.init = choose("method.init", str(cfg.init), list(INITS))
         self.feature = choose("method.sp_feature", str(cfg.sp_feature), list(SP_FEATURES))
+        if self.feature != "conv" and cfg.sp_layers != "all":
+            raise UserError(f"method.sp_feature={self.feature} chooses the feature of each expanded layer: it needs "
+                            f"method.sp_layers=all (with sp_layers={cfg.sp_layers} the named modules' outputs are used)")
+        if self.init == "pinv" and cfg.expand and not float(cfg.noise) > 0:
+            raise UserError(f"method.noise={cfg.noise} must be > 0 with method.init=pinv: without null-space noise the "
+                            "extra width never trains (as with init=orthonormal)")
         for key in ("layers", "sp_layers"):
             try:
                 re.compile(STAGE_OUTPUTS if cfg[key] == "stages" else str(cfg[key]))
@@ -136,7 +143,9 @@ class LinearOverparam(Composite):
             return ""
         expansion = f"E={self.cfg.expand}" + ("" if self.init == "pinv" else f",{self.init}") if self.cfg.expand \
             else "E=off"
-        return f"{expansion}; gamma={float(self.cfg.gamma):g}"
+        options = [f"{key}={self.cfg[key]}" for key, default in NON_DEFAULT_TARGET.items()
+                   if self.cfg[key] != default and (key != "noise" or (self.cfg.expand and self.init == "pinv"))]
+        return "; ".join([expansion, f"gamma={float(self.cfg.gamma):g}", *options])
 
     def prepare(self, model: nn.Module, ctx: Context) -> nn.Module:
         model = super().prepare(model, ctx)
@@ -175,7 +184,18 @@ class LinearOverparam(Composite):
         return [SimilarityDistillation(ctx.teacher, pairs, float(self.cfg.gamma), relu=self.feature == "relu")]
 
     def finalize(self, model: nn.Module, ctx: Context) -> nn.Module:
-        return super().finalize(contract_all(model), ctx)
+        """Contract every block, checking on 8 standard-normal images (eval mode) that the logits do not move:
+        `extra.contraction_error` = max |change| / max |logit|; an error above 1e-4 stops the run."""
+        like = zero_input(model, tuple(ctx.data.input_shape))
+        images = torch.randn(8, *like.shape[1:], generator=torch.Generator().manual_seed(0)).to(like)
+        with torch.no_grad(), eval_mode(model):
+            expanded = model(images)
+            model = contract_all(model)
+            moved = float((model(images) - expanded).abs().max() / expanded.abs().max().clamp_min(1e-12))
+        if moved > 1e-4:
+            raise RuntimeError(f"contracting the expanded layers moved the logits by {moved:.1e} (relative)")
+        ctx.extra["contraction_error"] = moved
+        return super().finalize(model, ctx)
 
     def profile_extra(self, ctx: Context) -> dict[str, Any]:
         return {"expanded_layers": len(self.expanded)}

@@ -19,8 +19,9 @@ import torch.nn.functional as F
 def similarity_matrix(features: torch.Tensor) -> torch.Tensor:
     """G: the row-normalised b x b Gram matrix of the flattened features (b x ...)."""
     q = features.flatten(1)
-    q = q if q.dtype == torch.float64 else q.float()  # bf16 features under autocast: the b x b product in float32
-    return F.normalize(q @ q.T, dim=1)
+    q = q if q.dtype == torch.float64 else q.float()
+    with torch.autocast(q.device.type, enabled=False):  # inside a bf16 autocast step the product stays float32
+        return F.normalize(q @ q.T, dim=1)
 
 
 def similarity_preserving_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
