@@ -36,7 +36,7 @@ from prunelab.data.sharding import generator
 from prunelab.errors import UserError, choose
 from prunelab.layers.expanded import INITS, ExpandedConv2d, ExpandedLinear, init_expansion
 from prunelab.methods.base import Composite, Context, register
-from prunelab.models.features import FeatureTap, eval_mode, zero_input
+from prunelab.models.features import FeatureTap, exact_surgery
 from prunelab.models.structure import conv_bn_pairs
 from prunelab.train.callbacks import Callback, TrainState
 from prunelab.train.similarity import similarity_preserving_loss
@@ -184,17 +184,10 @@ class LinearOverparam(Composite):
         return [SimilarityDistillation(ctx.teacher, pairs, float(self.cfg.gamma), relu=self.feature == "relu")]
 
     def finalize(self, model: nn.Module, ctx: Context) -> nn.Module:
-        """Contract every block, checking on 8 standard-normal images (eval mode) that the logits do not move:
-        `extra.contraction_error` = max |change| / max |logit|; an error above 1e-4 stops the run."""
-        like = zero_input(model, tuple(ctx.data.input_shape))
-        images = torch.randn(8, *like.shape[1:], generator=torch.Generator().manual_seed(0)).to(like)
-        with torch.no_grad(), eval_mode(model):
-            expanded = model(images)
-            model = contract_all(model)
-            moved = float((model(images) - expanded).abs().max() / expanded.abs().max().clamp_min(1e-12))
-        if moved > 1e-4:
-            raise RuntimeError(f"contracting the expanded layers moved the logits by {moved:.1e} (relative)")
-        ctx.extra["contraction_error"] = moved
+        """Contract every block, checked by `exact_surgery` (`extra.contraction_error`: the relative change of the
+        logits on random images; above 1e-4 the run stops)."""
+        model, ctx.extra["contraction_error"] = exact_surgery(model, tuple(ctx.data.input_shape), contract_all,
+                                                              "contracting the expanded layers")
         return super().finalize(model, ctx)
 
     def profile_extra(self, ctx: Context) -> dict[str, Any]:

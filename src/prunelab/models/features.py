@@ -11,6 +11,8 @@ layer from its output shape: all of them tap named modules through `FeatureTap`.
     FeatureTap(model, names, fn)                             # or hand each (name, module, inputs, output) to fn;
                                                              # a tensor fn returns replaces the module's output
 
+`exact_surgery` checks that a change of form (a contraction, a compaction) keeps a model's logits.
+
 A tap is a set of forward hooks, so it sees exactly what a manual `register_forward_hook` would.
 It works under `torch.compile` when it is created before the model is compiled (the hooks are
 traced into the graph; `outputs` is refreshed by every compiled forward).
@@ -84,3 +86,21 @@ def probe(model: nn.Module, input_shape: tuple[int, ...], names: Iterable[str], 
     """One eval-mode forward pass of a zero image with `fn` tapping the modules in `names` (structure, cost)."""
     with FeatureTap(model, names, fn), eval_mode(model):
         model(zero_input(model, input_shape))
+
+
+@torch.no_grad()
+def exact_surgery(model: nn.Module, input_shape: tuple[int, ...], surgery: Callable[[nn.Module], nn.Module],
+                  what: str, tolerance: float = 1e-4) -> tuple[nn.Module, float]:
+    """`surgery(model)` (a change of form that must keep the function: contraction, compaction) checked on 8
+    standard-normal images in eval mode: returns (new model, max |change of a logit| / max |logit|) and
+    raises RuntimeError naming `what` when that relative error exceeds `tolerance`."""
+    like = zero_input(model, input_shape)
+    images = torch.randn(8, *input_shape, generator=torch.Generator().manual_seed(0)).to(like)
+    with eval_mode(model):
+        before = model(images)
+    changed = surgery(model)
+    with eval_mode(changed):
+        moved = float((changed(images) - before).abs().max() / before.abs().max().clamp_min(1e-12))
+    if not moved <= tolerance:
+        raise RuntimeError(f"{what} moved the logits by {moved:.1e} (relative; tolerance {tolerance:g})")
+    return changed, moved
