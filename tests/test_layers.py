@@ -14,7 +14,7 @@ from torch import nn
 
 from prunelab import layers
 from prunelab.layers import (
-    LAYERS, BasisConv2d, ExpandedConv2d, ExpandedLinear, GatedBatchNorm2d, LowRankConv2d, ZeroConv2d, factorise,
+    LAYERS, BasisConv2d, CSTConv2d, ExpandedConv2d, ExpandedLinear, GatedBatchNorm2d, LowRankConv2d, ZeroConv2d, factorise,
 )
 from prunelab.methods.base import Context
 from prunelab.methods.channel import ChannelPruning
@@ -41,7 +41,14 @@ def exported(model: nn.Module) -> nn.Module:
 
 
 def test_every_registered_layer_is_tested_here() -> None:
-    assert set(LAYERS) == {"lowrank", "zero", "basis", "gated_bn", "expanded_conv", "expanded_linear"}
+    assert set(LAYERS) == {"lowrank", "zero", "basis", "gated_bn", "expanded_conv", "expanded_linear", "cst"}
+
+
+def cst_layer(family: str) -> CSTConv2d:
+    """A CST layer with outputs 1, 3 and 4 rebuilt from templates (training form)."""
+    layer = CSTConv2d(6, 5, 3, stride=2, padding=1, bias=True, groups=2, family=family)
+    layer.reassign(torch.tensor([True, False, True, False, False]))
+    return layer
 
 
 @pytest.mark.parametrize("layer", [
@@ -52,6 +59,8 @@ def test_every_registered_layer_is_tested_here() -> None:
     GatedBatchNorm2d(6),
     ExpandedConv2d(6, 5, 3, mid_in=12, mid_out=10, stride=2, padding=1, bias=True),
     ExpandedLinear(6, 4, mid_in=12, mid_out=8),
+    cst_layer("scalar"),
+    cst_layer("affine+scalar"),
 ])
 def test_deploy_form_and_spec_round_trip_are_exact_in_float64(layer: nn.Module) -> None:
     layer = layer.double().eval()
@@ -68,7 +77,7 @@ def test_deploy_form_and_spec_round_trip_are_exact_in_float64(layer: nn.Module) 
     y = layer(x)
     deployed = layer.deploy()
     torch.testing.assert_close(deployed(x), y, rtol=1e-12, atol=1e-12)
-    assert not any(isinstance(m, layers.Layer) for m in deployed.modules()) or deployed is layer
+    assert not any(isinstance(m, layers.Layer) for m in deployed.modules()) or deployed.deploy() is deployed
     rebuilt = type(layer).from_spec(layer.spec()).double().eval()
     rebuilt.load_state_dict(layer.state_dict())
     assert rebuilt.spec() == layer.spec() and torch.equal(rebuilt(x), y)

@@ -1,7 +1,7 @@
 """Cost of a configuration before training it: python -m prunelab.profile model=resnet56 method=l1 method.ratio=0.5
 
 Builds the model with random weights, applies the method's `prepare`, its stages' structural
-`setup`s (without training) and `finalize` on a few random images of the dataset's shape (no
+`setup`s (without training), its `anticipate` (what training would reach, e.g. CST's uniform allocation) and `finalize` on a few random images of the dataset's shape (no
 data is read or downloaded) and prints
 one JSON line with the compressed model's parameters and MACs next to the dense ones.
 Takes the same overrides as run.py; `--layers` also prints the per-layer table.
@@ -34,7 +34,7 @@ def profile(cfg: DictConfig, layers: bool = False) -> dict[str, Any]:
     model = method.prepare(copy.deepcopy(dense), ctx)
     for stage in method.stages(ctx):  # no training; structural changes of later stages still apply
         model = stage.setup(model) if stage.setup is not None else model
-    model = method.finalize(model, ctx)
+    model = method.finalize(method.anticipate(model, ctx), ctx)
     base, cost = count(dense, data.input_shape), count(model, data.input_shape)
     out: dict[str, Any] = {
         "params": cost.params, "params_no_bn": cost.params_no_bn, "macs": cost.macs,

@@ -3,7 +3,7 @@
 A new method module is imported here so that its `@register` runs.
 """
 
-from prunelab.methods import basis, channel, channel_gates, dense, lop, lrpet, svd  # noqa: F401
+from prunelab.methods import basis, channel, channel_gates, cst, dense, lop, lrpet, svd  # noqa: F401
 from prunelab.methods.base import METHODS, Composite, Context, Method, build_method, register
 
 __all__ = ["METHODS", "Composite", "Context", "Method", "build_method", "register"]

@@ -88,6 +88,11 @@ class Method:
     def finalize(self, model: nn.Module, ctx: Context) -> nn.Module:
         return model
 
+    def anticipate(self, model: nn.Module, ctx: Context) -> nn.Module:
+        """Profile only: the structure training would reach, estimated without training, before `finalize`
+        (default: the model as it is; e.g. `method=cst` applies a uniform allocation of its rate)."""
+        return model
+
     def profile_extra(self, ctx: Context) -> dict[str, Any]:
         """Numbers `python -m prunelab.profile` prints beside the costs (after prepare and finalize)."""
         return {}

@@ -24,6 +24,7 @@ METHODS: dict[str, str] = {
     "double": "#7570b3",
     "taylor_gates": "#e7298a",
     "lop": "#66a61e",
+    "cst": "#a6761d",
 }
 
 # paper (the `paper` column of results/paper_numbers.csv) -> marker of its points in every plot
