@@ -252,3 +252,19 @@ def test_notebook_runs_headless(tmp_path: Path, monkeypatch) -> None:
     outputs = [out for cell in notebook.cells if cell.cell_type == "code" for out in cell.outputs]
     assert not [out for out in outputs if out.output_type == "error"]
     assert any("image/png" in out.get("data", {}) for out in outputs)
+
+
+def test_the_rate_plot_draws_a_line_per_setting_and_the_papers_values(tmp_path: Path, paper) -> None:
+    from prunelab.report.plots import table_figures, target_rate
+
+    assert target_rate("rate=0.7; G=2; minT=8") == (0.7, "G=2; minT=8") and math.isnan(target_rate("ratio=0.5")[0])
+    rows = [run(method="cst", target=f"rate={r}; G={g}", seed=s, acc_final=90 - 10 * r + g + s)
+            for r in (0.5, 0.7) for g in (2, 4) for s in (0, 1)]
+    table = spec(plots=("rate",), rows=(RowSpec({"method": ("cst",), "target": ("rate=0.5; G=2",)}, ("toy:r56",)),
+                                        RowSpec({"method": ("cst",), "target": ("rate=0.9; G=2",)}, ("toy:r56b",))))
+    figures = dict(table_figures(summarize(runs_of(tmp_path, rows), table, paper), table, paper))
+    (stem,) = figures
+    ax = figures[stem].axes[0]
+    assert stem == "toy-resnet56-cifar10-rate" and len(ax.containers) == 2  # ours: G=2 and G=4, error bars
+    (dashed,) = [line for line in ax.get_lines() if line.get_label().startswith("paper: toy")]
+    assert list(dashed.get_xdata()) == [50.0, 90.0] and list(dashed.get_ydata()) == [94.0, 93.0]  # run and not run

@@ -19,6 +19,8 @@ weight row and `slot` (N,) its transformation (-1: a template, the identity).  D
 R = P = N (pruned rows unused, so the optimizer's tensors never change shape); `compact()` keeps
 R = M and P = N - M, exactly the same function, K^2 C M + K^2 G (N - M) weights for the scalar family.
 
+Gathers use `index_select`, whose backward is deterministic on the CPU (advanced indexing's is not).
+
 Two forward paths compute the same function (float64-tested): "filter" builds the N filters and runs
 one `F.conv2d` (training); "two_stage" is the paper's factorisation (§2.2): per tap k a grouped 1x1
 conv of the templates' tap-k weights on the input grid that tap reads (the strided subgrid), then
@@ -156,23 +158,23 @@ class CSTConv2d(Layer):
         index = self.slot.clamp_min(0)
         mix = eye
         if self.family == "rotation":
-            mix = sampling_matrix(rotation_theta(self.angle), self.kernel_size)[index]
+            mix = sampling_matrix(rotation_theta(self.angle), self.kernel_size).index_select(0, index)
         elif self.family.startswith("affine"):
-            mix = sampling_matrix(self.theta, self.kernel_size)[index]
+            mix = sampling_matrix(self.theta, self.kernel_size).index_select(0, index)
         if self.family in ("scalar", "affine+scalar"):
-            mix = self.scale.flatten(2)[index][..., None] * mix  # the mask scales the (warped) taps
+            mix = self.scale.flatten(2).index_select(0, index)[..., None] * mix  # the mask scales the (warped) taps
         return torch.where(child[:, None, None, None], mix, eye)
 
     def effective_weight(self) -> torch.Tensor:
         """The N filters (N, C, kh, kw) the layer applies (the filter path's weight)."""
         n, c, g = self.out_channels, self.in_channels, self.groups
         kh, kw = self.kernel_size
-        base = self.weight[self.row].reshape(n, g, c // g, kh * kw)
+        base = self.weight.index_select(0, self.row).reshape(n, g, c // g, kh * kw)
         if self._transform_param().shape[0] == 0:
             return base.reshape(n, c, kh, kw)
         if self.family == "scalar":  # a diagonal mixing: an element-wise product
             child = (self.slot >= 0)[:, None, None, None]
-            mask = torch.where(child, self.scale[self.slot.clamp_min(0)].flatten(2)[:, :, None, :], 1.0)
+            mask = torch.where(child, self.scale.index_select(0, self.slot.clamp_min(0)).flatten(2)[:, :, None, :], 1.0)
             return (base * mask).reshape(n, c, kh, kw)
         return torch.einsum("ngkl,ngcl->ngck", self.mixing(), base).reshape(n, c, kh, kw)
 
@@ -201,7 +203,7 @@ class CSTConv2d(Layer):
             sources = [k] if diagonal else list(range(kk))
             # (G, sources, R) output maps of a 1x1 conv with G groups: group-major, then source tap, then row
             kernel = taps[:, :, :, sources].permute(1, 3, 0, 2).reshape(g * len(sources) * r, c // g, 1, 1)
-            z = F.conv2d(grid, kernel, groups=g).reshape(b, g, len(sources), r, ho, wo)[:, :, :, self.row]
+            z = F.conv2d(grid, kernel, groups=g).reshape(b, g, len(sources), r, ho, wo).index_select(3, self.row)
             coef = mix[:, :, k, sources]  # (N, G, sources)
             out = out + torch.einsum("bgsnhw,ngs->bnhw", z, coef)
         return out if self.bias is None else out + self.bias.to(x.dtype)[:, None, None]

@@ -17,6 +17,7 @@ same figure gives the same bytes on the same matplotlib.
 from __future__ import annotations
 
 import io
+import math
 import re
 import textwrap
 from collections.abc import Iterator
@@ -194,10 +195,52 @@ def criteria_figure(lines: pd.DataFrame, spec: TableSpec) -> Figure:
     return fig
 
 
+def target_rate(target: str) -> tuple[float, str]:
+    """(the value of `rate=` in a target string, NaN without one; the rest of the target)."""
+    parts = [p.strip() for p in target.split(";") if p.strip()]
+    rate = next((float(p.partition("=")[2]) for p in parts if p.startswith("rate=")), math.nan)
+    return rate, "; ".join(p for p in parts if not p.startswith("rate="))
+
+
+def rate_figure(lines: pd.DataFrame, references: pd.DataFrame, spec: TableSpec, model: str, dataset: str) -> Figure:
+    """Accuracy against the target's global rate (in %), one line per the rest of the target: our runs solid with
+    error bars over seeds, the paper's values (rows it pairs with a target, run or not) dashed with open markers."""
+    fig, (ax,) = new_figure()
+    context = ""
+    if len(lines):
+        labels, context = _labels(lines, spec)
+        settings = [target_rate(t) for t in lines["target"]]
+        ours = lines.assign(rate=[100 * r for r, _ in settings],
+                            label=[f"{label} · {rest}" for label, (_, rest) in zip(labels, settings, strict=True)])
+        errorbar_lines(ax, ours.dropna(subset=["rate"]), x="rate", y="acc", hue="label", yerr="acc_std",
+                       color_by="method")
+        _baselines(ax, lines)
+    quoted = references.dropna(subset=["paper_acc"])
+    settings = [target_rate(t) for t in quoted["target"]]
+    quoted = quoted.assign(rate=[100 * r for r, _ in settings], rest=[rest for _, rest in settings])
+    for i, (rest, part) in enumerate(quoted.dropna(subset=["rate"]).groupby("rest", sort=True)):
+        part = part.sort_values("rate")
+        ax.plot(part["rate"], part["paper_acc"], linestyle="--", color=f"C{i % 10}", markerfacecolor="white",
+                marker=marker_for(part["paper_name"].iloc[0]), markersize=7, linewidth=1,
+                label=f"paper: {part['paper_name'].iloc[0]} · {rest}")
+    fig.suptitle(f"{model} on {dataset}: top-1 accuracy vs global pruning rate")
+    finish_axes(ax, xlabel="global pruning rate (%)", ylabel="top-1 accuracy (%)", title=context)
+    return fig
+
+
 def table_figures(summary: pd.DataFrame, spec: TableSpec, paper: pd.DataFrame) -> Iterator[tuple[str, Figure]]:
-    """(file stem, figure) for each plot the table declares, per model and dataset with runs."""
+    """(file stem, figure) for each plot the table declares, per model and dataset with runs (the rate plot
+    also per model and dataset that only the paper's rows have: the paper's own figure)."""
     runs = summary[summary["kind"] == "run"].drop_duplicates(list(spec.keys))
     papers = _paper_frame(summary, paper)
+    if "rate" in spec.plots:
+        quoted = summary[summary["paper"] != ""].drop_duplicates(["model", "dataset", "target", "paper"])
+        quoted = quoted.assign(paper_name=quoted["paper"].map(paper.drop_duplicates("key").set_index("key")["paper"]))
+        pairs = sorted({*zip(runs["model"], runs["dataset"]), *zip(quoted["model"], quoted["dataset"])})
+        for model, dataset in pairs:
+            lines = runs[(runs["model"] == model) & (runs["dataset"] == dataset)]
+            refs = quoted[(quoted["model"] == model) & (quoted["dataset"] == dataset)]
+            yield _slug(spec.name, model, dataset, "rate"), rate_figure(lines, refs, spec, model, dataset)
     for (model, dataset), lines in runs.groupby(["model", "dataset"], sort=True):
         points = papers[(papers["model"] == model) & (papers["dataset"] == dataset)]
         for axis in (a for a in spec.plots if a in _AXES):

@@ -35,7 +35,7 @@ from prunelab.report.frame import as_key
 # every table row is one group of runs with equal values in these columns (plus `group_by`)
 GROUP_COLUMNS: tuple[str, ...] = ("method", "model", "dataset", "target", "recipe", "data", "device")
 PARAMS_COLUMNS = ("params", "params_no_bn")
-PLOTS = ("macs", "params", "criteria")
+PLOTS = ("macs", "params", "criteria", "rate")  # rate: accuracy against the target's rate=..., a line per the rest
 
 # the columns a table may show, with their headers ("pp" = percentage points)
 COLUMN_LABELS: dict[str, str] = {
