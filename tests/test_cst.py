@@ -115,6 +115,16 @@ def test_the_affine_family_identities() -> None:
     assert (sampled - torch.einsum("nkl,cl->nck", s, b.flatten(1)).reshape(7, 5, 3, 3)).abs().max() < 1e-12
 
 
+def test_warps_at_the_identity_have_a_gradient() -> None:
+    """A warp starts at the identity; bilinear weights written as a tent would give it no gradient there."""
+    b = torch.randn(9, dtype=F64)
+    angle = torch.zeros(2, dtype=F64, requires_grad=True)
+    (sampling_matrix(rotation_theta(angle), (3, 3)) @ b).square().sum().backward()
+    theta = torch.eye(2, 3, dtype=F64).repeat(2, 1, 1).requires_grad_()
+    (sampling_matrix(theta, (3, 3)) @ b).square().sum().backward()
+    assert angle.grad.abs().min() > 0 and theta.grad[:, :, :2].abs().sum() > 0
+
+
 def test_the_least_squares_refit_recovers_a_transform_and_never_does_worse_than_a_copy() -> None:
     layer = pruned_layer(8, 6, 6, 2)  # all templates
     child = 4  # the only pruned output: round robin rebuilds it from the first template, output 0

@@ -58,8 +58,10 @@ def sampling_matrix(theta: torch.Tensor, kernel: tuple[int, int]) -> torch.Tenso
     """S (..., K^2, K^2) with warp(B) = S @ B.flatten() for 2 x 3 maps `theta` (..., 2, 3) on a kh x kw grid.
 
     Output tap (i, j) at normalised coordinates (u_j, v_i) in [-1, 1] (align_corners=True) reads the
-    source point theta @ (u, v, 1) bilinearly, zero outside the grid: the tent weights
-    max(0, 1 - |x - x'|) max(0, 1 - |y - y'|) over source taps (y', x'), as `F.grid_sample` computes them.
+    source point theta @ (u, v, 1) bilinearly, zero outside the grid, as `F.grid_sample` does: weight
+    1 - f at floor(x) and f at floor(x) + 1 with f = x - floor(x) (per axis).  Written through the floor
+    (not as a tent max(0, 1 - |x - x'|), whose gradient vanishes on the grid points) so that a warp at the
+    identity still has a gradient and trains.
     """
     kh, kw = kernel
     lin = [torch.linspace(-1.0, 1.0, k, dtype=theta.dtype, device=theta.device) if k > 1
@@ -71,9 +73,14 @@ def sampling_matrix(theta: torch.Tensor, kernel: tuple[int, int]) -> torch.Tenso
     y = (src[..., 1, :] + 1) * (kh - 1) / 2
     xs = torch.arange(kw, dtype=theta.dtype, device=theta.device)
     ys = torch.arange(kh, dtype=theta.dtype, device=theta.device)
-    wx = (1 - (x[..., None] - xs).abs()).clamp_min(0)  # (..., K^2, kw)
-    wy = (1 - (y[..., None] - ys).abs()).clamp_min(0)  # (..., K^2, kh)
-    return (wy[..., :, None] * wx[..., None, :]).flatten(-2)
+    return (_linear_weights(y, ys)[..., :, None] * _linear_weights(x, xs)[..., None, :]).flatten(-2)
+
+
+def _linear_weights(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """(..., len(grid)) linear-interpolation weights of the points `x` (...) on the integer `grid`."""
+    low = x.detach().floor()
+    frac = (x - low)[..., None]
+    return (1 - frac) * (grid == low[..., None]) + frac * (grid == low[..., None] + 1)
 
 
 @register_layer("cst")
