@@ -7,20 +7,27 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
-from prunelab.config import expand_overrides
-from prunelab.errors import UserError
+from prunelab.config import check_value_types, compose_config, expand_overrides
+from prunelab.errors import UserError, one_line
 from prunelab.pipeline import run
 from prunelab.record import command_line
 
 
+JOBS_STARTED = []  # set by the first job: an exit before it is Hydra's (a config or override error)
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
+    JOBS_STARTED.append(True)
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
+        check_value_types(cfg, list(hydra_cfg.overrides.task))
         run(cfg, run_dir, command_line(list(hydra_cfg.overrides.task)))
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -30,6 +37,24 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2)
 
 
+def check_overrides(args: list[str]) -> None:
+    """A single run's overrides composed before Hydra starts: its config errors become one line and exit 2
+    (Hydra prints several lines and exits 1); runs with flags (-m, --cfg, ...) are left to Hydra."""
+    if any(a.startswith("-") for a in args):
+        return
+    try:
+        compose_config([a for a in args if not a.startswith("hydra.")])
+    except (HydraException, OmegaConfBaseException) as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
     sys.argv[1:] = expand_overrides(sys.argv[1:])
-    main()
+    check_overrides(sys.argv[1:])
+    try:
+        main()
+    except SystemExit as done:
+        if done.code == 1 and not JOBS_STARTED:  # Hydra reported bad input (it exits 1): exit 2 like every user error
+            sys.exit(2)
+        raise

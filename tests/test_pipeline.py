@@ -111,6 +111,7 @@ def test_resume_refuses_a_checkpoint_of_another_config(tiny_cfg, tmp_path: Path)
     payload = ckpt.load(path)
     payload["fingerprint"] = "something else"
     ckpt.save_atomic(path, payload)
+    (path.parent / "recorded.json").unlink()  # as if the run had been killed before its record
     cfg.resume = True
     with pytest.raises(UserError, match="different configuration"):
         pipeline.run(cfg, tmp_path / "b")
@@ -162,7 +163,7 @@ def test_profile_prints_one_json_line() -> None:
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout.strip())
     assert set(out) == {"params", "params_no_bn", "macs", "base_params", "base_params_no_bn", "base_macs",
-                        "params_reduction", "macs_reduction"}
+                        "params_reduction", "params_no_bn_reduction", "macs_reduction"}
     assert (out["base_macs"], out["base_params"]) == (125_485_696, 853_018) and out["macs"] < out["base_macs"]
 
 

@@ -10,14 +10,22 @@ first when the value names method configs, so both work (sweeps too: `method.pru
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
+from prunelab.errors import UserError
+
 CONF = Path(__file__).resolve().parents[2] / "conf"
+# ${unique:} in conf/config.yaml's run and sweep directory names: a random tag per process, so jobs started in the
+# same second never share a directory
+if not OmegaConf.has_resolver("unique"):
+    OmegaConf.register_new_resolver("unique", lambda: secrets.token_hex(3), use_cache=True)
 _SLOT = re.compile(r"/method@(?:method\.)?(\w+)")  # package relative to method/, or absolute
 
 
@@ -47,8 +55,26 @@ def expand_overrides(overrides: Sequence[str]) -> list[str]:
 
 def compose_config(overrides: Sequence[str]) -> DictConfig:
     """The run config that `python run.py <overrides>` would compose (without Hydra's own keys)."""
+    if GlobalHydra.instance().is_initialized():  # inside run.py's Hydra app
+        return compose("config", overrides=expand_overrides(overrides))
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose("config", overrides=expand_overrides(overrides))
+
+
+def check_value_types(cfg: DictConfig, overrides: Sequence[str]) -> None:
+    """A `UserError` for an override that puts text where the config file has a number (`seed=abc`,
+    `method.ratio=abc`), naming the key; composed once more with the overrides' group choices alone."""
+    overrides = expand_overrides(overrides)
+    values = [(o.partition("=")[0].lstrip("+~"), o) for o in overrides if "=" in o]
+    values = [(k, o) for k, o in values if "@" not in k and not k.startswith("hydra.")
+              and not OmegaConf.is_config(OmegaConf.select(cfg, k, default=None))]
+    if not any(isinstance(OmegaConf.select(cfg, k, default=None), str) for k, _ in values):
+        return
+    defaults = compose_config([o for o in overrides if o not in {v for _, v in values}])
+    for key, _ in values:
+        given, default = OmegaConf.select(cfg, key, default=None), OmegaConf.select(defaults, key, default=None)
+        if isinstance(given, str) and isinstance(default, (int, float)) and not isinstance(default, bool):
+            raise UserError(f"{key}={given} is not a number: {key} takes a number (default {default})")
 
 
 def dataset_config(cfg: DictConfig, dataset: DictConfig) -> DictConfig:

@@ -24,10 +24,19 @@ def choose(kind: str, name: str, valid: "list[str] | dict") -> str:
 
 
 def cli(body: Callable[[], object]) -> int:
-    """Run an entry point's `body`: a `UserError` becomes one line on stderr and exit status 2."""
+    """Run an entry point's `body`: a `UserError`, or a config error of Hydra or OmegaConf (an unknown key or
+    group, a bad override), becomes one line on stderr and exit status 2."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
     try:
         body()
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (UserError, HydraException, OmegaConfBaseException) as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     return 0
+
+
+def one_line(err: BaseException) -> str:
+    """An error's message on one line (Hydra's span several, with hints worth keeping)."""
+    return " ".join(part.strip() for part in str(err).splitlines() if part.strip())

@@ -10,6 +10,7 @@ composed Hydra config.  A UserError anywhere before `record` leaves no row behin
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
 from pathlib import Path
@@ -26,7 +27,8 @@ from prunelab.measure import Cost, count
 from prunelab.methods.base import Context, Method, build_method
 from prunelab.models import build_model, set_num_classes
 from prunelab.record import (
-    HistoryWriter, Mirror, append_row, device_name, git_sha, open_mirror, utc_timestamp, write_json_atomic,
+    HistoryWriter, Mirror, append_row, check_appendable, device_name, git_sha, open_mirror, read_results, utc_timestamp,
+    write_json_atomic,
 )
 from prunelab.train import checkpoint as ckpt
 from prunelab.train.baseline import Baseline, dense_baseline, digest
@@ -41,7 +43,19 @@ NOT_PART_OF_A_RUN = ("resume", "logger", "results", "device", "paths")  # keys t
 
 
 def run(cfg: DictConfig, run_dir: Path, command: str = "") -> dict[str, Any]:
-    """Run the experiment `cfg` describes, write its record into `run_dir` and the results CSV."""
+    """Run the experiment `cfg` describes, write its record into `run_dir` and the results CSV.
+
+    Recorded once: resuming a config whose run finished (`resume=true`, a SLURM requeue) returns its record,
+    appending it only if the results CSV lacks it; a run dir that holds a finished record is never reused.
+    """
+    results_csv = Path(str(cfg.results.csv))
+    done = _finished(cfg, results_csv)
+    if done is not None:
+        return done
+    if (run_dir / "metrics.json").exists():
+        raise UserError(f"{run_dir} already holds a finished run (metrics.json): start the run in a new directory "
+                        "(hydra.run.dir) or resume its config with resume=true")
+    check_appendable(results_csv)
     world = init_world(str(cfg.device))
     device = pick_device(str(cfg.device), world)
     method = build_method(cfg.method)
@@ -76,7 +90,9 @@ def run(cfg: DictConfig, run_dir: Path, command: str = "") -> dict[str, Any]:
                          acc_final, trained, stages, device, world, run_dir, command)
         ckpt.save_model(run_dir / "model.pt", model, config=OmegaConf.to_container(cfg, resolve=True))
         write_json_atomic(run_dir / "metrics.json", record)
-        append_row(Path(str(cfg.results.csv)), record)
+        _append(results_csv, record, run_dir)
+        write_json_atomic(_marker(cfg), {"run_dir": record["run_dir"], "metrics": str(run_dir / "metrics.json"),
+                                         "csv": str(results_csv), "timestamp": record["timestamp"]})
         mirror.summary(record)
     log.info("%s: acc %.2f%% (%s %s), params %d -> %d (-%.1f%%), MACs %d -> %d (-%.1f%%); row added to %s",
              record["method"], acc_final, "reference" if "acc_reference" in ctx.extra else "dense",
@@ -84,6 +100,45 @@ def run(cfg: DictConfig, run_dir: Path, command: str = "") -> dict[str, Any]:
              record["base_params"], record["params"], 100 * record["params_reduction"], record["base_macs"],
              record["macs"], 100 * record["macs_reduction"], cfg.results.csv)
     return record
+
+
+def _resuming(cfg: DictConfig) -> bool:
+    return bool(cfg.resume) or int(os.environ.get("SLURM_RESTART_COUNT", "0")) > 0
+
+
+def _marker(cfg: DictConfig) -> Path:
+    """Where a finished run of this config notes its record (beside its epoch checkpoints)."""
+    return Path(str(cfg.paths.checkpoints)) / run_key(cfg) / "recorded.json"
+
+
+def _finished(cfg: DictConfig, results_csv: Path) -> dict[str, Any] | None:
+    """When resuming a config whose run finished: its record, appended to `results_csv` if that lacks the row."""
+    marker = _marker(cfg)
+    if not (_resuming(cfg) and marker.is_file()):
+        return None
+    note = json.loads(marker.read_text())
+    metrics = Path(note["metrics"])
+    if not metrics.is_file():
+        return None  # the finished run's folder is gone: run again
+    record = json.loads(metrics.read_text())
+    rows = read_results(results_csv) if results_csv.is_file() else []
+    if any(r["run_dir"] == record["run_dir"] and r["timestamp"] == record["timestamp"] for r in rows):
+        log.info("resume: this config finished in %s and is recorded in %s; nothing to do", record["run_dir"],
+                 results_csv)
+    else:
+        _append(results_csv, record, metrics.parent)
+        log.info("resume: this config finished in %s; its record was added to %s", record["run_dir"], results_csv)
+    return record
+
+
+def _append(results_csv: Path, record: dict[str, Any], run_dir: Path) -> None:
+    """append_row, with the way to record without retraining when the file cannot be written."""
+    try:
+        append_row(results_csv, record)
+    except OSError as err:
+        raise UserError(f"results.csv: cannot append to {results_csv} ({err}); the run's record is in "
+                        f"{run_dir / 'metrics.json'}: add it with python -m prunelab.record {run_dir / 'metrics.json'} "
+                        f"--csv {results_csv}") from None
 
 
 def _train(cfg: DictConfig, model: nn.Module, stages: list[Stage], data, device: torch.device, world: World,
@@ -94,7 +149,7 @@ def _train(cfg: DictConfig, model: nn.Module, stages: list[Stage], data, device:
     epoch), so they increase over the job and a resumed job logs at the same steps.
     """
     key = run_key(cfg)
-    resume = bool(cfg.resume) or int(os.environ.get("SLURM_RESTART_COUNT", "0")) > 0
+    resume = _resuming(cfg)
     results, offset = [], 0
     for stage in stages:
         if stage.setup is not None:
@@ -120,9 +175,12 @@ def _check_stage_names(stages: list[Stage]) -> None:
         raise ValueError(f"stage names must be unique and not 'baseline' (they name checkpoints): {names}")
 
 
-def recipe_label(stages: list[Stage]) -> str:
-    """The recipe names of the stages, joined by '+' (one name for a one-stage method)."""
-    return "+".join(dict.fromkeys(str(s.recipe["name"]) for s in stages)) or "none"
+def recipe_label(stages: list[Stage], device: torch.device | None = None) -> str:
+    """The recipe names of the stages, joined by '+' (one name for a one-stage method), with `@bf16` when a
+    stage trained under bf16 autocast (`trainer.amp=bf16` on CUDA; the official codes train in float32)."""
+    label = "+".join(dict.fromkeys(str(s.recipe["name"]) for s in stages)) or "none"
+    bf16 = device is not None and device.type == "cuda" and any(s.recipe.get("amp") == "bf16" for s in stages)
+    return label + ("@bf16" if bf16 else "")
 
 
 def _mirror(cfg: DictConfig, run_dir: Path, world: World) -> Mirror:
@@ -193,6 +251,6 @@ def _record(cfg: DictConfig, method: Method, ctx: Context, data_tag: str, baseli
         "epochs_baseline": baseline.epochs if baseline else 0, "epochs_finetune": sum(r.epochs for r in trained),
         "train_time_s": sum(r.train_time_s for r in trained), "device": device_name(device, world.world_size),
         "git_sha": git_sha(REPO), "command": command, "run_dir": _relative(run_dir),
-        "experiment": str(cfg.experiment_name), "recipe": recipe_label(stages), "data": data_tag,
+        "experiment": str(cfg.experiment_name), "recipe": recipe_label(stages, device), "data": data_tag,
         "timestamp": utc_timestamp(), "extra": ctx.extra,
     }

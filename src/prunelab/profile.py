@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from prunelab.config import compose_config, dataset_config
+from prunelab.config import check_value_types, compose_config, dataset_config
 from prunelab.data.in_memory import random_like
 from prunelab.errors import cli
 from prunelab.measure import count
@@ -40,6 +40,7 @@ def profile(cfg: DictConfig, layers: bool = False) -> dict[str, Any]:
         "params": cost.params, "params_no_bn": cost.params_no_bn, "macs": cost.macs,
         "base_params": base.params, "base_params_no_bn": base.params_no_bn, "base_macs": base.macs,
         "params_reduction": round(1 - cost.params / base.params, 6),
+        "params_no_bn_reduction": round(1 - cost.params_no_bn / base.params_no_bn, 6),  # LRPET's convention
         "macs_reduction": round(1 - cost.macs / base.macs, 6),
         **method.profile_extra(ctx),
     }
@@ -49,9 +50,17 @@ def profile(cfg: DictConfig, layers: bool = False) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
+    if {"-h", "--help"} & set(argv):
+        print(__doc__.strip())
+        return 0
     layers = "--layers" in argv
     overrides = [a for a in argv if a != "--layers"]
-    return cli(lambda: print(json.dumps(profile(compose_config(overrides), layers))))
+    def body() -> None:
+        cfg = compose_config(overrides)
+        check_value_types(cfg, overrides)
+        print(json.dumps(profile(cfg, layers)))
+
+    return cli(body)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@ only to download and extract the archive when `dataset.download=true`.
 Each batch file is a pickled dict with `data` (uint8, N x 3072: 1024 red, then 1024
 green, then 1024 blue values of a 32x32 image, row-major) and `labels` (CIFAR-10) or
 `fine_labels` (CIFAR-100).  Files pickled by Python 2 (the official ones) have bytes
-keys, re-pickled copies have str keys; both are accepted.  Pickles can run code when
-loaded: read only files you trust.
+keys, re-pickled copies have str keys; both are accepted.  A pickle can run code when
+loaded, so the batches are read by `SafeUnpickler`, which admits only the classes the
+official files need to rebuild a numpy array (any other reference is refused).
 """
 
 from __future__ import annotations
@@ -56,13 +57,28 @@ LAYOUTS = {
 }
 
 
+# (module, name) of everything a CIFAR batch pickle references: numpy's array reconstruction (module
+# renamed in numpy 2) and the bytes helper Python 3 pickles at protocol 2 use
+PICKLE_GLOBALS = frozenset({("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                            ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")})
+
+
+class SafeUnpickler(pickle.Unpickler):
+    """An unpickler that refuses every global outside `PICKLE_GLOBALS` (no code runs from a crafted file)."""
+
+    def find_class(self, module: str, name: str):  # noqa: ANN201
+        if (module, name) not in PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"it references {module}.{name}, which a CIFAR batch never does")
+        return super().find_class(module, name)
+
+
 def read_batch(path: Path, label_key: str) -> tuple[torch.Tensor, torch.Tensor]:
     """One batch file as uint8 images (N, 3, 32, 32) and int64 labels (N,)."""
     try:
         with path.open("rb") as f:
-            raw = pickle.load(f, encoding="bytes")
+            raw = SafeUnpickler(f, encoding="bytes").load()
         batch = {key.decode() if isinstance(key, bytes) else key: value for key, value in raw.items()}
-    except (pickle.UnpicklingError, EOFError, AttributeError) as err:
+    except (pickle.UnpicklingError, EOFError, AttributeError, ValueError) as err:
         raise UserError(f"{path} is not a readable pickle ({err}): replace it with the official file") from err
     data, labels = np.asarray(batch.get("data")), batch.get(label_key)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or labels is None or len(labels) != len(data):

@@ -28,6 +28,7 @@ without the keys.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -38,6 +39,8 @@ from prunelab.data import options
 from prunelab.data.base import Dataset, Loader, check_split
 from prunelab.data.sharding import generator, shard_indices
 from prunelab.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 class TensorLoader(Loader):
@@ -182,6 +185,10 @@ class InMemoryDataset(Dataset):
                 f"dataset.num_classes={num_classes} but {name} has labels up to {top}: "
                 f"set dataset.num_classes={top + 1}"
             )
+        if top + 1 < num_classes:
+            log.warning("dataset.num_classes=%d but %s has labels only up to %d: the classifier gets %d outputs no "
+                        "image trains (set dataset.num_classes=%d if that is not meant)", num_classes, name, top,
+                        num_classes - top - 1, top + 1)
         if len(mean) != channels_in or len(std) != channels_in or min(std) <= 0:
             raise UserError(
                 f"dataset.mean and dataset.std need {channels_in} values each (std > 0), "

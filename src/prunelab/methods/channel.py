@@ -12,6 +12,7 @@ sources prune stage outputs per block, see `stage_mode: independent`).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import replace
@@ -19,10 +20,12 @@ from dataclasses import replace
 import torch
 from omegaconf import DictConfig, ListConfig
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from prunelab.errors import UserError, choose
 from prunelab.methods.base import Context, Method, register
 from prunelab.methods.criteria import CRITERIA
+from prunelab.models.cifar_vgg import CifarVGG
 from prunelab.surgery import STAGE_MODES, ChannelGroup, channel_groups, kept_count, remove_channels
 
 _TERM = re.compile(r"\[\s*([-+0-9.eE]+)\s*\](?:\s*\*\s*(\d+))?")
@@ -46,10 +49,34 @@ def parse_rates(value: str | Sequence[float], key: str = "method.compress_rate")
     return rates
 
 
-def top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices of the k largest scores, ascending; among equal scores the lower index is kept."""
-    order = torch.argsort(scores.detach().cpu().float(), descending=True, stable=True)
-    return order[:k].sort().values
+TIES = ("high_index", "low_index")
+
+
+def top_k(scores: torch.Tensor, k: int, ties: str = "high_index") -> torch.Tensor:
+    """Indices of the k largest scores, ascending.  Among equal scores `ties="high_index"` keeps the higher
+    channel index (HRankPlus: the last k of a stable ascending sort), "low_index" the lower one."""
+    values = scores.detach().cpu().float()
+    if ties == "high_index":
+        order = torch.argsort(values, stable=True)[len(values) - k:]
+    else:
+        order = torch.argsort(values, descending=True, stable=True)[:k]
+    return order.sort().values
+
+
+@torch.no_grad()
+def reinit_after_pruning(model: nn.Module) -> None:
+    """The pruned model as HRankPlus's fine-tuning code builds it: only the kept filters' conv weights come
+    from the dense model; every BatchNorm starts afresh (weight 1, bias 0, running statistics reset) and, for
+    VGG, so do the conv biases and the classifier (PyTorch's default init, from the run's seeded generator)."""
+    vgg = isinstance(model, CifarVGG)
+    for module in model.modules():
+        if isinstance(module, _BatchNorm):
+            module.reset_parameters()
+        elif vgg and isinstance(module, nn.Linear):
+            module.reset_parameters()
+        elif vgg and isinstance(module, nn.Conv2d) and module.bias is not None:
+            bound = 1 / math.sqrt(module.weight[0].numel())
+            nn.init.uniform_(module.bias, -bound, bound)
 
 
 def group_score(group: ChannelGroup, scores: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -80,6 +107,7 @@ class ChannelPruning(Method):
         choose("method.criterion", str(cfg.criterion), CRITERIA)
         choose("method.stage_mode", str(cfg.stage_mode), list(STAGE_MODES))
         choose("method.scoring.feature", str(cfg.scoring.feature), ["post_add", "pre_add"])
+        choose("method.ties", str(cfg.ties), TIES)
         if not 0.0 <= float(cfg.ratio) < 1.0:
             raise UserError(f"method.ratio={cfg.ratio} is outside [0, 1): give the fraction of filters to remove")
         if cfg.compress_rate is not None and not isinstance(cfg.compress_rate, (str, ListConfig, list)):
@@ -124,11 +152,16 @@ class ChannelPruning(Method):
         todo = [g for g in groups if rates[g.slot] > 0]
         if not todo:
             return model
-        pre_add = self.cfg.scoring.feature == "pre_add"
-        members = [replace(m, feature=m.pre_add) if pre_add and m.pre_add else m for g in todo for m in g.members]
+        pre_add, pooled = self.cfg.scoring.feature == "pre_add", bool(self.cfg.scoring.vgg_pool)
+        members = [replace(m, feature=m.pre_add) if pre_add and m.pre_add else
+                   replace(m, feature=m.pooled) if pooled and m.pooled else m for g in todo for m in g.members]
         score = CRITERIA[str(self.cfg.criterion)]
         batches = self.scoring_batches(ctx) if score.needs_data else []
         scores = score(model, members, batches, ctx.seed)
-        keep = {g.name: top_k(group_score(g, scores), kept_count(g.channels, rates[g.slot])) for g in todo}
+        keep = {g.name: top_k(group_score(g, scores), kept_count(g.channels, rates[g.slot]), str(self.cfg.ties))
+                for g in todo}
         ctx.extra.update({"criterion": str(self.cfg.criterion), "stage_mode": mode})
-        return remove_channels(model, groups, keep, shape, mode)
+        pruned = remove_channels(model, groups, keep, shape, mode)
+        if self.cfg.reinit_after_pruning:
+            reinit_after_pruning(pruned)
+        return pruned

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from prunelab.errors import UserError
+from prunelab.errors import UserError, one_line
 
 SOURCES = ("auto", "torchvision", "timm")
 
@@ -87,7 +87,10 @@ def build_hub(name: str, num_classes: int, pretrained: bool = False, source: str
             if not pretrained and head == "keep":
                 model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
             else:
-                model = torchvision.models.get_model(name, weights="DEFAULT" if pretrained else None)
+                model = torchvision.models.get_model(name, weights=None)
+                if pretrained:  # the checkpoint read with weights_only=True: tensors only, no pickled code
+                    weights = torchvision.models.get_model_weights(name).DEFAULT
+                    model.load_state_dict(weights.get_state_dict(progress=True, check_hash=True, weights_only=True))
                 if head == "gap_linear":
                     gap_linear_head(model, num_classes)
                 elif classifier_of(model).out_features != num_classes:  # ImageNet itself keeps the trained head
@@ -101,7 +104,7 @@ def build_hub(name: str, num_classes: int, pretrained: bool = False, source: str
             raise
         raise UserError(
             f"model.pretrained=true: could not load pretrained weights for '{name}' from {lib} "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); put the weights in the "
+            f"({type(exc).__name__}: {one_line(exc)[:120]}); put the weights in the "
             "library cache (TORCH_HOME or HF_HOME) or set model.pretrained=false"
         ) from None
     model.hub_arch = {"arch": "hub", "name": name, "source": lib, "num_classes": num_classes, "head": head}

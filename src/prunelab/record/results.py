@@ -17,7 +17,7 @@ from typing import Any
 from filelock import FileLock
 
 from prunelab.errors import UserError
-from prunelab.record.files import append_csv_line, check_header, csv_line
+from prunelab.record.files import append_csv_line, check_header, csv_line, parse_line
 from prunelab.record.schema import FLOAT_FIELDS, INT_FIELDS, RESULT_FIELDS
 
 DEFAULT_RESULTS_CSV = "results/runs.csv"  # config key: results.csv
@@ -53,6 +53,25 @@ def append_row(csv_path: str | os.PathLike[str], row: Mapping[str, Any]) -> None
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(f"{path}.lock"):
         append_csv_line(path, RESULT_FIELDS, line)
+
+
+def check_appendable(csv_path: str | os.PathLike[str]) -> None:
+    """Before a run: a `UserError` naming `results.csv` unless a row can be appended at `csv_path` (the file,
+    or the nearest existing folder above it, writable; an existing file's header the current columns)."""
+    path = Path(csv_path)
+    if path.is_dir():
+        raise UserError(f"results.csv={path} is a folder: give the path of a .csv file")
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise UserError(f"results.csv={path} is not writable: fix its permissions or choose another file")
+        with path.open(encoding="utf-8", newline="") as f:
+            first = f.readline()
+        if first:
+            check_header(path, parse_line(first), RESULT_FIELDS)
+        return
+    folder = next(p for p in (path.parent, *path.parent.parents) if p.exists())
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"results.csv={path}: {folder} is not a writable folder: choose another results.csv")
 
 
 def _parse(field: str, text: str) -> Any:

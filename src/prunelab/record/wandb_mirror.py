@@ -92,6 +92,10 @@ def open_mirror(
     if choose("logger", logger_cfg["name"], ["none", "wandb"]) == "none":
         return Mirror()
     mode = choose("logger.mode", logger_cfg.get("mode", "offline"), list(MODES))
+    timeout = float(logger_cfg.get("timeout_s", 20))
+    if mode == "online":
+        log.info("W&B online: waiting at most %g s for the server (logger.timeout_s), then the run goes on without it",
+                 timeout)
     try:
         import wandb
 
@@ -107,7 +111,7 @@ def open_mirror(
             dir=str(run_dir),
             config=dict(config),
             reinit="create_new",
-            settings=wandb.Settings(silent=True, console="off"),
+            settings=wandb.Settings(silent=True, console="off", init_timeout=timeout, login_timeout=timeout),
         )
     except Exception as exc:  # import, login, network, anything: keep the run going
         _warn("init", exc)

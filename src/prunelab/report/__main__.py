@@ -27,6 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--paper-numbers", type=Path, help=f"default: <results-dir>/{PAPER_NUMBERS}")
     args = parser.parse_args(argv)
     csvs = [*find_result_csvs(args.results_dir), *args.csvs]
+    if not csvs:  # writing would replace the committed tables by empty ones
+        print(f"error: no results CSV under {args.results_dir} and none given: nothing to tabulate, nothing written "
+              "(run an experiment first, or pass --results-dir or CSV paths)", file=sys.stderr)
+        return 2
     try:
         outputs = build_report(csvs, args.paper_numbers or args.results_dir / PAPER_NUMBERS, args.tables)
     except UserError as err:

@@ -28,7 +28,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from yaml import YAMLError
 
-from prunelab.errors import UserError
+from prunelab.errors import UserError, one_line
 from prunelab.record.schema import RESULT_FIELDS
 from prunelab.report.frame import as_key
 
@@ -77,7 +77,8 @@ DEFAULT_COLUMNS: tuple[str, ...] = (
     "macs", "paper_macs", "macs_red", "paper_macs_red", "gap_macs_red",
     "device", "git", "paper",
 )
-_KEYS = frozenset({"title", "source", "params", "where", "group_by", "rows", "columns", "plots", "notes"})
+_KEYS = frozenset({"title", "source", "params", "counts", "where", "group_by", "rows", "columns", "plots", "notes"})
+COUNTS = ("export", "nominal")
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ class TableSpec:
     columns: tuple[str, ...] = DEFAULT_COLUMNS
     plots: tuple[str, ...] = ("macs", "params")
     notes: tuple[str, ...] = ()
+    counts: str = "export"  # export: the final model's counts | nominal: a method's extra.nominal_* where it has them
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -156,7 +158,7 @@ def load_table_spec(path: Path, paper_keys: set[str]) -> TableSpec:
     try:
         raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     except (OSError, YAMLError, OmegaConfBaseException) as err:
-        raise UserError(f"{path}: cannot read: {str(err).splitlines()[0]}") from None
+        raise UserError(f"{path}: cannot read: {one_line(err)}") from None
     if not isinstance(raw, dict):
         raise UserError(f"{path}: expected a mapping at the top level")
     for key in raw:
@@ -167,6 +169,8 @@ def load_table_spec(path: Path, paper_keys: set[str]) -> TableSpec:
             raise UserError(f"{path}: '{key}' is required and must be a string")
     if raw["params"] not in PARAMS_COLUMNS:
         raise UserError(f"{path}: params: expected one of {', '.join(PARAMS_COLUMNS)}, got '{raw['params']}'")
+    if raw.get("counts", "export") not in COUNTS:
+        raise UserError(f"{path}: counts: expected one of {', '.join(COUNTS)}, got '{raw['counts']}'")
     group_by = _strings(f"{path}: group_by", raw.get("group_by", []))
     for column in group_by:
         if not _is_column(column) or column in GROUP_COLUMNS:
@@ -182,6 +186,7 @@ def load_table_spec(path: Path, paper_keys: set[str]) -> TableSpec:
         name=path.stem,
         title=raw["title"],
         params=raw["params"],
+        counts=raw.get("counts", "export"),
         source=str(raw.get("source", "")),
         where=_conditions(f"{path}: where", raw.get("where", {}), None),
         group_by=group_by,

@@ -14,6 +14,7 @@ every commit in the group (add ``git_sha`` to `group_by` to split them instead).
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable, Iterable
@@ -90,10 +91,20 @@ def select_runs(runs: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
     frame["recipe"] = recipe_labels(frame)
     frame["acc"] = frame["acc_final"]
     frame["delta"] = frame["acc_final"] - frame["base_acc"]
-    frame["params_count"] = frame[spec.params].astype("float64")
-    frame["params_red"] = 100 * (1 - frame["params_count"] / frame[f"base_{spec.params}"].astype("float64"))
-    frame["macs_red"] = 100 * (1 - frame["macs"].astype("float64") / frame["base_macs"].astype("float64"))
+    params, macs = frame[spec.params].astype("float64"), frame["macs"].astype("float64")
+    if spec.counts == "nominal":  # e.g. LRPET: every layer at its planned rank, as its README counts
+        params = _nominal(frame, f"nominal_{spec.params}", params)
+        macs = _nominal(frame, "nominal_macs", macs)
+    frame["params_count"], frame["macs"] = params, macs
+    frame["params_red"] = 100 * (1 - params / frame[f"base_{spec.params}"].astype("float64"))
+    frame["macs_red"] = 100 * (1 - macs / frame["base_macs"].astype("float64"))
     return frame
+
+
+def _nominal(frame: pd.DataFrame, key: str, fallback: pd.Series) -> pd.Series:
+    """extra[key] of each run, its `fallback` count where the method records none."""
+    values = frame["extra"].map(lambda text: json.loads(text).get(key))
+    return values.astype("float64").fillna(fallback)
 
 
 def _group_stats(runs: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:

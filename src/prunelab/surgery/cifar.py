@@ -110,10 +110,14 @@ def _prune_resnet(model: CifarResNet, keep: dict[str, torch.Tensor], mode: str) 
 
 def _vgg_groups(model: CifarVGG) -> list[ChannelGroup]:
     convs = model.conv_names()
-    return [
-        ChannelGroup(name, [Member(name, name.replace("conv", "relu"))], model.get_submodule(name).out_channels, i, "inner")
-        for i, name in enumerate(convs[:-1])
-    ]
+    modules = dict(model.named_modules())
+
+    def member(name: str) -> Member:
+        pool = f"features.pool{int(name.removeprefix('features.conv')) + 1}"  # cfg index of the next entry
+        return Member(name, name.replace("conv", "relu"), pooled=pool if pool in modules else None)
+
+    return [ChannelGroup(name, [member(name)], model.get_submodule(name).out_channels, i, "inner")
+            for i, name in enumerate(convs[:-1])]
 
 
 def _prune_vgg(model: CifarVGG, keep: dict[str, torch.Tensor]) -> CifarVGG:

@@ -5,7 +5,8 @@ one conv's filters (a block's inner conv, a VGG conv), or the channels of a resi
 stream that several convs write into (a ResNet stage output).  Each member conv says
 where its feature map is read for activation-based scores (`feature`: the module whose
 output is the post-BN-ReLU map; for a ResNet block's second conv that is the ReLU after
-the residual add, `pre_add` the BN before it).  Backbones whose ReLU modules are shared
+the residual add, `pre_add` the BN before it; for a VGG conv followed by a max-pool, `pooled`
+names the pool, whose output HRankPlus scores).  Backbones whose ReLU modules are shared
 (torchvision) are read at the conv's BatchNorm with `relu=True`.
 
 `slot` is the group's index in the model's per-layer rate list (HRankPlus's
@@ -24,6 +25,7 @@ class Member:
     conv: str  # conv module producing these channels
     feature: str  # module whose output is the post-activation map scored for this conv
     pre_add: str | None = None  # module giving the map before a residual add (ResNet conv2's BN)
+    pooled: str | None = None  # the max-pool right after `feature` (a VGG conv before a pool), HRankPlus's read point
     relu: bool = False  # apply ReLU to `feature`'s output (when the hooked module is the BN itself)
 
 

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from contextlib import nullcontext
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -28,6 +30,8 @@ from prunelab.train import checkpoint as ckpt
 from prunelab.train.distributed import World, barrier
 from prunelab.train.loop import evaluate, fit
 from prunelab.train.stage import Stage
+
+log = logging.getLogger(__name__)
 
 DATA_KEYS_IGNORED = ("root", "download", "num_workers")
 
@@ -60,6 +64,21 @@ def cache_key(cfg: DictConfig, data: Dataset, dataset_cfg: DictConfig | None = N
     return f"{cfg.model.name}-{dataset_cfg.name}-{digest(parts)}-seed{int(cfg.seed)}"
 
 
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """The cache entry's lock; a line in the log when another job holds it (it trains that baseline)."""
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("waiting for %s: another job is training this dense baseline", path.parent)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def dense_baseline(cfg: DictConfig, data: Dataset, device: torch.device, world: World,
                    dataset_cfg: DictConfig | None = None) -> Baseline:
     """The trained dense model for this config (eval mode), from a checkpoint or the cache; trained and
@@ -79,7 +98,7 @@ def dense_baseline(cfg: DictConfig, data: Dataset, device: torch.device, world: 
     if world.is_main:
         entry.mkdir(parents=True, exist_ok=True)
     barrier()
-    with FileLock(str(entry / ".lock")) if world.is_main else nullcontext():
+    with _locked(entry / ".lock") if world.is_main else nullcontext():
         if not final.is_file():
             result = fit(
                 model, data, Stage("baseline", cfg.baseline.trainer), device=device, seed=int(cfg.seed), world=world,

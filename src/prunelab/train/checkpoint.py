@@ -17,10 +17,16 @@ import torch
 from torch import nn
 
 from prunelab import layers
-from prunelab.errors import UserError
+from prunelab.errors import UserError, one_line
 from prunelab.models import model_from_arch
 
 FORMAT = "prunelab-checkpoint/1"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def save_atomic(path: Path, payload: dict[str, Any]) -> None:
@@ -28,6 +34,7 @@ def save_atomic(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600: a shared baseline cache must stay readable
         with os.fdopen(fd, "wb") as f:
             torch.save({"format": FORMAT, **payload}, f)
             f.flush()
@@ -45,7 +52,9 @@ def load(path: Path, key: str = "baseline.checkpoint") -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated file, not a torch file, unsafe pickle
-        raise UserError(f"{key}: {path} cannot be read ({type(err).__name__}: {str(err).splitlines()[0][:160]})") from None
+        reason = one_line(err)[:160] or "empty or truncated file"
+        raise UserError(f"{key}: {path} cannot be read ({type(err).__name__}: {reason}); give a .pt file written "
+                        "by prunelab or torch.save") from None
     if not isinstance(payload, dict):
         raise UserError(f"{key}: {path} holds a {type(payload).__name__}, not a checkpoint or state dict")
     if payload.get("format") != FORMAT:  # a plain state dict, e.g. from another codebase

@@ -14,6 +14,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from prunelab.errors import UserError
+
 
 @dataclass(frozen=True)
 class World:
@@ -34,7 +36,11 @@ def pick_device(name: str, world: World) -> torch.device:
     """`auto` is the process's GPU when CUDA is available, else the CPU."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name not in ("cpu", "cuda"):
+        raise UserError(f"device={name} is not a device: choose auto, cpu or cuda")
     if name == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError("device=cuda but this machine has no usable CUDA device: use device=cpu (or auto)")
         return torch.device("cuda", world.local_rank)
     return torch.device(name)
 

@@ -43,6 +43,17 @@ class TrainingDiverged(UserError):
     """The loss became NaN or infinite."""
 
 
+def _check_finite(model: nn.Module, phase: str, epoch: int) -> None:
+    """Stop like a NaN loss does when a weight or buffer (BatchNorm statistics) is no longer finite."""
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    flags = torch.stack([torch.isfinite(t).all() for _, t in tensors if t.is_floating_point()]) if tensors else None
+    if flags is None or bool(flags.all()):
+        return
+    bad = next(name for name, t in tensors if t.is_floating_point() and not bool(torch.isfinite(t).all()))
+    raise TrainingDiverged(f"{phase}: {bad} holds NaN or inf after epoch {epoch + 1}; lower trainer.lr (or check the "
+                           "method's settings) and run again")
+
+
 @dataclass
 class FitResult:
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -138,6 +149,7 @@ def fit(
                 )
             for cb in callbacks:
                 cb.on_epoch_end(state)
+            _check_finite(model, phase, epoch)
             accs = {split: _evaluate(model, loader, device, speed, recipe) for split, loader in eval_loaders.items()}
             result.train_time_s += time.perf_counter() - started
             row = {
