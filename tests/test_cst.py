@@ -341,3 +341,19 @@ def test_bad_settings_name_the_key(tiny_cfg, tmp_path: Path, overrides: list[str
     with pytest.raises(UserError, match=re.escape(message)):
         pipeline.run(tiny_cfg("method=cst", *overrides), tmp_path / "run")
     assert not (tmp_path / "runs.csv").exists()
+
+
+def test_the_layer_benchmark_runs_and_records_its_provenance(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    done = subprocess.run([sys.executable, "experiments/bench_cst.py", "--batch-size", "2", "--min-run-time", "0.01",
+                           "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    record = json.loads((tmp_path / "cst.json").read_text())
+    assert [r["templates"] for r in record["rows"]] == [32, 128, 256]
+    assert all(r["macs_cst"] < r["macs_dense"] and r["two_stage_ms"] > 0 for r in record["rows"])
+    assert "Command: `python experiments/bench_cst.py" in (tmp_path / "cst.md").read_text()

@@ -268,3 +268,18 @@ def test_the_rate_plot_draws_a_line_per_setting_and_the_papers_values(tmp_path: 
     assert stem == "toy-resnet56-cifar10-rate" and len(ax.containers) == 2  # ours: G=2 and G=4, error bars
     (dashed,) = [line for line in ax.get_lines() if line.get_label().startswith("paper: toy")]
     assert list(dashed.get_xdata()) == [50.0, 90.0] and list(dashed.get_ydata()) == [94.0, 93.0]  # run and not run
+
+
+def test_the_default_view_is_compact_with_measured_speedup_and_setup_footnotes(tmp_path: Path, paper) -> None:
+    latency = '{"latency": {"batch_1": {"ms": 2.0, "dense_ms": 3.0, "speedup": 1.5}, "batch_64": {"ms": 10.0, "dense_ms": 25.0, "speedup": 2.5}}}'
+    rows = [run(extra=latency), run(seed=1, extra=latency), run(method="l1", recipe="other")]
+    table = spec(rows=(RowSpec({"method": ("nuclear",)}, ("toy:r56",)),))
+    summary = summarize(runs_of(tmp_path, rows), table, paper)
+    compact = render_markdown(summary, table, paper)
+    wide = render_markdown(summary, table, paper, wide=True)
+    header = next(line for line in compact.splitlines() if line.startswith("| method"))
+    assert "measured ×" in header and "recipe" not in header and "model" not in header  # one model: not shown
+    nuclear = next(line for line in compact.splitlines() if line.startswith("| nuclear"))
+    assert "2.50" in nuclear and "93.50 ± 0.00 (2)" in nuclear and "[1]" in nuclear
+    assert "[2] recipe other" in compact and "toy-wide.md" in compact
+    assert "| recipe" in next(line for line in wide.splitlines() if line.startswith("| method"))

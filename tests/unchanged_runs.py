@@ -77,7 +77,7 @@ def run_one(overrides: list[str], where: Path) -> dict[str, Any]:
     from prunelab.train import checkpoint as ckpt
 
     cfg = compose_config([*overrides, f"results.csv={where}/runs.csv", f"paths.baselines={where}/baselines",
-                          f"paths.checkpoints={where}/checkpoints"])
+                          f"paths.checkpoints={where}/checkpoints", "measure.latency=false"])  # timings vary
     record = pipeline.run(cfg, where / "run")
     weights = ckpt.load(where / "run" / "model.pt")["model"]
     return {"numbers": numbers(record), "weights": weights}

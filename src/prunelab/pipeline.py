@@ -24,6 +24,7 @@ from prunelab.config import dataset_config
 from prunelab.data import build_dataset
 from prunelab.errors import UserError
 from prunelab.measure import Cost, count
+from prunelab.measure.latency import measure_latency
 from prunelab.methods.base import Context, Method, build_method
 from prunelab.models import build_model, set_num_classes
 from prunelab.record import (
@@ -39,7 +40,7 @@ from prunelab.train.stage import Stage
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
 HISTORY_COLUMNS = ("phase", "epoch", "lr", "train_loss", "train_acc", "test_acc", "val_acc", "epoch_time_s")
-NOT_PART_OF_A_RUN = ("resume", "logger", "results", "device", "paths")  # keys that do not change the numbers
+NOT_PART_OF_A_RUN = ("resume", "logger", "results", "device", "paths", "measure")  # keys that do not change the numbers
 
 
 def run(cfg: DictConfig, run_dir: Path, command: str = "") -> dict[str, Any]:
@@ -86,6 +87,8 @@ def run(cfg: DictConfig, run_dir: Path, command: str = "") -> dict[str, Any]:
             ctx.extra["acc_val"] = evaluate(model, data, cfg.trainer, device, world, split="val")
         if not world.is_main:
             return {}
+        if cfg.measure.latency:
+            ctx.extra["latency"] = _latency(cfg, model, data, device)
         record = _record(cfg, method, ctx, data.tag, baseline, count(model, data.input_shape), acc_compressed,
                          acc_final, trained, stages, device, world, run_dir, command)
         ckpt.save_model(run_dir / "model.pt", model, config=OmegaConf.to_container(cfg, resolve=True))
@@ -100,6 +103,18 @@ def run(cfg: DictConfig, run_dir: Path, command: str = "") -> dict[str, Any]:
              record["base_params"], record["params"], 100 * record["params_reduction"], record["base_macs"],
              record["macs"], 100 * record["macs_reduction"], cfg.results.csv)
     return record
+
+
+def _latency(cfg: DictConfig, model: nn.Module, data, device: torch.device) -> dict[str, Any]:
+    """extra.latency: the final model against a dense model of the same architecture (measure/latency.py)."""
+    settings = cfg.measure.latency
+    batches = settings.batch or ([256] if device.type == "cuda" else [1, 64])
+    dense = build_model(cfg.model, data.num_classes, pretrained=False).to(device)
+    cuda = device.type == "cuda"
+    return measure_latency(model, dense, tuple(data.input_shape), [int(b) for b in batches],
+                           fold_bn=bool(settings.fold_bn), autocast=cuda and cfg.trainer.get("amp") == "bf16",
+                           channels_last=cuda and bool(cfg.trainer.get("channels_last")),
+                           min_run_time=float(settings.min_run_time))
 
 
 def _resuming(cfg: DictConfig) -> bool:

@@ -4,7 +4,9 @@ Builds the model with random weights, applies the method's `prepare`, its stages
 `setup`s (without training), its `anticipate` (what training would reach, e.g. CST's uniform allocation) and `finalize` on a few random images of the dataset's shape (no
 data is read or downloaded) and prints
 one JSON line with the compressed model's parameters and MACs next to the dense ones.
-Takes the same overrides as run.py; `--layers` also prints the per-layer table.
+Takes the same overrides as run.py; `--layers` also prints the per-layer table; `--latency` adds the
+measured inference time of both models on the CPU (`latency`, as runs record it: deploy form, BatchNorm
+folded, interleaved; `measure.latency.batch` and `min_run_time` apply), so a rate can be chosen by speed.
 """
 
 from __future__ import annotations
@@ -16,16 +18,20 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig
+from torch import nn
 
 from prunelab.config import check_value_types, compose_config, dataset_config
+from prunelab.data.base import Dataset
 from prunelab.data.in_memory import random_like
 from prunelab.errors import cli
 from prunelab.measure import count
-from prunelab.methods.base import Context, build_method
+from prunelab.measure.latency import measure_latency
+from prunelab.methods.base import Context, Method, build_method
 from prunelab.models import build_model
 
-def profile(cfg: DictConfig, layers: bool = False) -> dict[str, Any]:
-    """Dense and compressed cost of `cfg` (random weights)."""
+
+def compressed(cfg: DictConfig) -> tuple[nn.Module, nn.Module, Dataset, Method, Context]:
+    """(dense, compressed, random data, method, context) of `cfg` with random weights and no training."""
     data = random_like(dataset_config(cfg, cfg.dataset))
     torch.manual_seed(int(cfg.seed))
     dense = build_model(cfg.model, data.num_classes, pretrained=False)  # no downloads
@@ -34,7 +40,12 @@ def profile(cfg: DictConfig, layers: bool = False) -> dict[str, Any]:
     model = method.prepare(copy.deepcopy(dense), ctx)
     for stage in method.stages(ctx):  # no training; structural changes of later stages still apply
         model = stage.setup(model) if stage.setup is not None else model
-    model = method.finalize(method.anticipate(model, ctx), ctx)
+    return dense, method.finalize(method.anticipate(model, ctx), ctx), data, method, ctx
+
+
+def profile(cfg: DictConfig, layers: bool = False, latency: bool = False) -> dict[str, Any]:
+    """Dense and compressed cost of `cfg` (random weights)."""
+    dense, model, data, method, ctx = compressed(cfg)
     base, cost = count(dense, data.input_shape), count(model, data.input_shape)
     out: dict[str, Any] = {
         "params": cost.params, "params_no_bn": cost.params_no_bn, "macs": cost.macs,
@@ -44,6 +55,12 @@ def profile(cfg: DictConfig, layers: bool = False) -> dict[str, Any]:
         "macs_reduction": round(1 - cost.macs / base.macs, 6),
         **method.profile_extra(ctx),
     }
+    if latency:
+        settings = cfg.measure.latency or {}
+        out["latency"] = measure_latency(model, dense, tuple(data.input_shape),
+                                         [int(b) for b in settings.get("batch") or [1, 64]],
+                                         fold_bn=bool(settings.get("fold_bn", True)),
+                                         min_run_time=float(settings.get("min_run_time", 0.5)))
     if layers:
         print(cost.table(), file=sys.stderr)
     return out
@@ -53,12 +70,13 @@ def main(argv: list[str]) -> int:
     if {"-h", "--help"} & set(argv):
         print(__doc__.strip())
         return 0
-    layers = "--layers" in argv
-    overrides = [a for a in argv if a != "--layers"]
+    flags = {"--layers", "--latency"}
+    overrides = [a for a in argv if a not in flags]
+
     def body() -> None:
         cfg = compose_config(overrides)
         check_value_types(cfg, overrides)
-        print(json.dumps(profile(cfg, layers)))
+        print(json.dumps(profile(cfg, "--layers" in argv, "--latency" in argv)))
 
     return cli(body)
 

@@ -99,8 +99,13 @@ class ChannelPruning(Method):
     def target(self) -> str:
         if self.cfg.compress_rate is not None:
             rates = self.cfg.compress_rate
-            return rates if isinstance(rates, str) else "[" + ",".join(f"{float(r):g}" for r in rates) + "]"
-        return f"ratio={float(self.cfg.ratio):g}" + ("+stages" if self.cfg.stage_outputs else "")
+            text = rates if isinstance(rates, str) else "[" + ",".join(f"{float(r):g}" for r in rates) + "]"
+            return text + self._rounding
+        return f"ratio={float(self.cfg.ratio):g}" + ("+stages" if self.cfg.stage_outputs else "") + self._rounding
+
+    @property
+    def _rounding(self) -> str:
+        return f"; round_to={int(self.cfg.round_to)}" if int(self.cfg.round_to) > 1 else ""
 
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__(cfg)
@@ -108,6 +113,8 @@ class ChannelPruning(Method):
         choose("method.stage_mode", str(cfg.stage_mode), list(STAGE_MODES))
         choose("method.scoring.feature", str(cfg.scoring.feature), ["post_add", "pre_add"])
         choose("method.ties", str(cfg.ties), TIES)
+        if int(cfg.round_to) < 1:
+            raise UserError(f"method.round_to={cfg.round_to} must be a positive integer (1: no rounding)")
         if not 0.0 <= float(cfg.ratio) < 1.0:
             raise UserError(f"method.ratio={cfg.ratio} is outside [0, 1): give the fraction of filters to remove")
         if cfg.compress_rate is not None and not isinstance(cfg.compress_rate, (str, ListConfig, list)):
@@ -158,8 +165,9 @@ class ChannelPruning(Method):
         score = CRITERIA[str(self.cfg.criterion)]
         batches = self.scoring_batches(ctx) if score.needs_data else []
         scores = score(model, members, batches, ctx.seed)
-        keep = {g.name: top_k(group_score(g, scores), kept_count(g.channels, rates[g.slot]), str(self.cfg.ties))
-                for g in todo}
+        round_to = int(self.cfg.round_to)
+        keep = {g.name: top_k(group_score(g, scores), kept_count(g.channels, rates[g.slot], round_to),
+                              str(self.cfg.ties)) for g in todo}
         ctx.extra.update({"criterion": str(self.cfg.criterion), "stage_mode": mode})
         pruned = remove_channels(model, groups, keep, shape, mode)
         if self.cfg.reinit_after_pruning:

@@ -26,6 +26,7 @@ def build_report(result_csvs: list[Path], paper_csv: Path, tables_dir: Path, plo
     for spec in specs:
         summary = summarize(runs, spec, paper)
         outputs[f"tables/{spec.name}.md"] = render_markdown(summary, spec, paper).encode()
+        outputs[f"tables/{spec.name}-wide.md"] = render_markdown(summary, spec, paper, wide=True).encode()
         outputs[f"tables/{spec.name}.tex"] = render_latex(summary, spec).encode()
         for stem, figure in table_figures(summary, spec, paper) if plots else ():
             outputs[f"plots/{stem}.png"] = png_bytes(figure)

@@ -65,6 +65,8 @@ COLUMN_LABELS: dict[str, str] = {
     "macs_red": "MACs ↓ %",
     "paper_macs_red": "paper MACs ↓ %",
     "gap_macs_red": "gap MACs ↓ pp",
+    "macs_speedup": "MACs ×",
+    "speedup": "measured ×",
     "epochs": "epochs",
     "device": "device",
     "git": "git",

@@ -98,7 +98,16 @@ def select_runs(runs: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
     frame["params_count"], frame["macs"] = params, macs
     frame["params_red"] = 100 * (1 - params / frame[f"base_{spec.params}"].astype("float64"))
     frame["macs_red"] = 100 * (1 - macs / frame["base_macs"].astype("float64"))
+    frame["macs_speedup"] = frame["base_macs"].astype("float64") / macs
+    frame["speedup"] = frame["extra"].map(measured_speedup).astype("float64")
     return frame
+
+
+def measured_speedup(extra: str) -> float:
+    """Dense / compressed inference time at the largest batch the run timed (extra.latency), NaN if untimed."""
+    latency = json.loads(extra).get("latency") or {}
+    batches = sorted(int(k.removeprefix("batch_")) for k in latency if k.startswith("batch_"))
+    return float(latency[f"batch_{batches[-1]}"]["speedup"]) if batches else math.nan
 
 
 def _nominal(frame: pd.DataFrame, key: str, fallback: pd.Series) -> pd.Series:
@@ -127,6 +136,8 @@ def _group_stats(runs: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
         params_red=("params_red", "mean"),
         macs=("macs", "mean"),
         macs_red=("macs_red", "mean"),
+        macs_speedup=("macs_speedup", "mean"),
+        speedup=("speedup", "mean"),
         epochs=("epochs_finetune", _joined),
         git=("git", _joined),
     ).reset_index()
@@ -258,6 +269,8 @@ _FORMATS: dict[str, Callable[[pd.Series], str]] = {
     "macs": lambda r: _count(r["macs"]),
     "params_red": lambda r: _num(r["params_red"], 1),
     "macs_red": lambda r: _num(r["macs_red"], 1),
+    "macs_speedup": lambda r: _num(r["macs_speedup"], 2),
+    "speedup": lambda r: _num(r["speedup"], 2),
     "gap_acc": lambda r: _num(r["gap_acc"], 2, signed=True),
     "gap_params_red": lambda r: _num(r["gap_params_red"], 1, signed=True),
     "gap_macs_red": lambda r: _num(r["gap_macs_red"], 1, signed=True),
@@ -273,15 +286,58 @@ def _display_columns(spec: TableSpec) -> list[str]:
     return columns
 
 
+# the default (compact) view: these of a table's columns, the measured speed-up, and a setup footnote
+COMPACT = ("method", "model", "dataset", "target", "acc", "acc_compressed", "gain", "paper_acc", "delta",
+           "params_red", "macs_red")
+SETUP = ("recipe", "data", "device", "git")
+
+
+def compact_columns(summary: pd.DataFrame, spec: TableSpec) -> list[str]:
+    """The compact view's columns: method, target, the group_by columns, accuracies, reductions, the measured
+    speed-up; model and dataset only where they vary within the table."""
+    columns = [c for c in _display_columns(spec) if c in COMPACT or c in spec.group_by]
+    varying = [c for c in ("model", "dataset") if summary[c].replace("", pd.NA).dropna().nunique() > 1]
+    return [c for c in columns if c not in ("model", "dataset") or c in varying] + ["speedup", "setup"]
+
+
+def _acc_with_seeds(line: pd.Series) -> str:
+    text = _mean_std(line["acc"], line["acc_std"])
+    seeds = _seeds(line)
+    return f"{text} ({seeds})" if text and seeds else text
+
+
+def _setups(summary: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """A footnote mark per table line (empty for the paper's rows) and the footnotes, one per distinct setup."""
+    marks, notes, seen = [], [], {}
+    for _, line in summary.iterrows():
+        if line["kind"] != "run":
+            marks.append("")
+            continue
+        setup = " · ".join(f"{c} {line[c]}" for c in SETUP if line[c])
+        if setup not in seen:
+            seen[setup] = len(seen) + 1
+            notes.append(f"[{seen[setup]}] {setup}")
+        marks.append(f"[{seen[setup]}]")
+    return marks, notes
+
+
 def _label(column: str) -> str:
     return COLUMN_LABELS.get(column, column.removeprefix("extra."))
 
 
-def display_frame(summary: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
-    """The table as text cells under their headers."""
+def display_frame(summary: pd.DataFrame, spec: TableSpec, wide: bool = True) -> pd.DataFrame:
+    """The table as text cells under their headers: every declared column (`wide`), or the compact view."""
+    columns = _display_columns(spec) if wide else compact_columns(summary, spec)
     cells = {}
-    for column in _display_columns(spec):
+    for column in columns:
+        if column == "setup":
+            cells["setup"] = _setups(summary)[0]
+            continue
         formatter = _FORMATS.get(column, lambda r, c=column: r[c])
+        if not wide and column == "acc":
+            formatter = _acc_with_seeds
+        elif not wide and column in ("params_red", "macs_red"):  # the paper's own rows show the paper's reduction
+            formatter = lambda r, c=column, f=formatter: f(r) if r["kind"] == "run" else _num(r[f"paper_{c}"], 1)  # noqa: E731
         cells[_label(column)] = [formatter(line) for _, line in summary.iterrows()]
     return pd.DataFrame(cells, columns=list(cells), dtype=str)
 
@@ -295,10 +351,11 @@ def _paper_sources(summary: pd.DataFrame, paper: pd.DataFrame) -> list[str]:
     return [f"- {source}: {', '.join(listed)}" for source, listed in keys.items()]
 
 
-def render_markdown(summary: pd.DataFrame, spec: TableSpec, paper: pd.DataFrame) -> str:
-    """The table as a Markdown page: title, conventions, the table, notes and paper sources."""
+def render_markdown(summary: pd.DataFrame, spec: TableSpec, paper: pd.DataFrame, wide: bool = False) -> str:
+    """The table as a Markdown page: title, conventions, the table, notes and paper sources.  The default
+    view is compact (setup as footnotes, `<name>-wide.md` links the full one); `wide` shows every column."""
     params = "parameters counting BatchNorm" if spec.params == "params" else "parameters without BatchNorm"
-    cells = display_frame(summary, spec).map(lambda s: s.replace("|", r"\|").replace("*", r"\*"))
+    cells = display_frame(summary, spec, wide).map(lambda s: s.replace("|", r"\|").replace("*", r"\*"))
     parts = [f"# {spec.title}", ""]
     if spec.source:
         parts += [f"Paper: {spec.source}", ""]
@@ -316,9 +373,14 @@ def render_markdown(summary: pd.DataFrame, spec: TableSpec, paper: pd.DataFrame)
         "- data: dataset[train(+validation) images/test images] the runs loaded ({classes}: a class subset, @R: resized"
         " to R pixels); seeds 0: declared but not run yet;"
         " no seeds: the paper's number alone.",
+        "- measured ×: dense / compressed inference time at the largest batch the run timed (`extra.latency`;"
+        " deploy form, BatchNorm folded); empty where a run was not timed. MACs ×: dense / compressed MACs.",
         "",
         cells.to_markdown(index=False, disable_numparse=True),
     ]
+    if not wide:
+        parts += ["", *(f"{note}  " for note in _setups(summary)[1]),
+                  "", f"Every column: [{spec.name}-wide.md]({spec.name}-wide.md)."]
     notes = list(spec.notes)
     if not (summary["kind"] == "run").any():
         notes.append("No recorded run matches this table yet.")

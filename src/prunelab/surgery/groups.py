@@ -39,6 +39,8 @@ class ChannelGroup:
     handle: object = field(default=None, repr=False, compare=False)  # backend data (e.g. a Torch-Pruning group)
 
 
-def kept_count(channels: int, rate: float) -> int:
-    """HRankPlus's width rule: int(C * (1 - r)), but at least one channel."""
-    return max(1, int(channels * (1.0 - rate)))
+def kept_count(channels: int, rate: float, round_to: int = 1) -> int:
+    """HRankPlus's width rule: int(C * (1 - r)), but at least one channel; with `round_to` N > 1 the kept width
+    is rounded up to a multiple of N (Torch-Pruning's `round_to`: hardware-friendly widths), at most C."""
+    kept = max(1, int(channels * (1.0 - rate)))
+    return min(channels, -(-kept // round_to) * round_to) if round_to > 1 else kept

@@ -1,0 +1,99 @@
+"""Export a saved run's model for deployment: python -m prunelab.export RUN_DIR [--format onnx|torchscript]
+
+Rebuilds the final model from RUN_DIR/model.pt, takes its deploy form with BatchNorm folded (what runs
+time, `measure/latency.py`), writes it next to model.pt (`model.onnx` or `model.ts`, or `--out PATH`),
+checks on random images of the run's input shape that the exported file computes PyTorch's logits
+(max abs difference printed; above `--tolerance` the export fails), and prints the latency of both at
+`--batch` (onnxruntime on the CPU for ONNX, the TorchScript module for torchscript; medians) as one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunelab.config import dataset_config
+from prunelab.data.in_memory import random_like
+from prunelab.errors import UserError, cli
+from prunelab.evaluate import model_path, run_config
+from prunelab.measure.latency import inference_form
+from prunelab.train import checkpoint as ckpt
+
+FORMATS = {"onnx": "model.onnx", "torchscript": "model.ts"}
+
+
+def _median_ms(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return 1e3 * statistics.median(times)
+
+
+def export(target: Path, fmt: str = "onnx", out: Path | None = None, batch: int = 1, repeats: int = 20,
+           tolerance: float = 1e-4) -> dict[str, Any]:
+    """Write the deploy form of the run at `target` as `fmt`, check it and time it (module docstring)."""
+    path = model_path(target)
+    payload = ckpt.load(path, key="export")
+    cfg = run_config(payload, [])
+    shape = tuple(random_like(dataset_config(cfg, cfg.dataset)).input_shape)
+    model: nn.Module = inference_form(ckpt.load_model(path, key="export").float().eval(), shape)
+    out = out or path.with_name(FORMATS[fmt])
+    x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        reference = model(x)
+        torch_ms = _median_ms(lambda: model(x), repeats)
+    if fmt == "onnx":
+        try:
+            import onnxruntime
+        except ImportError:
+            raise UserError("--format onnx needs onnx and onnxruntime: pip install onnx onnxruntime") from None
+        torch.onnx.export(model, (x,), str(out), input_names=["images"], output_names=["logits"],
+                          dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+        session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+        feed = {"images": x.numpy()}
+        exported = torch.from_numpy(session.run(None, feed)[0])
+        exported_ms = _median_ms(lambda: session.run(None, feed), repeats)
+        runtime = f"onnxruntime {onnxruntime.__version__}"
+    else:
+        with torch.no_grad():
+            traced = torch.jit.trace(model, x)
+        traced.save(str(out))
+        loaded = torch.jit.load(str(out))
+        with torch.no_grad():
+            exported = loaded(x)
+            exported_ms = _median_ms(lambda: loaded(x), repeats)
+        runtime = "torchscript"
+    diff = float((exported - reference).abs().max())
+    if not diff <= tolerance:
+        raise UserError(f"{out}: the exported model's logits differ from PyTorch's by {diff:.2e} (> --tolerance "
+                        f"{tolerance:g}); the export is not faithful")
+    return {"file": str(out), "format": fmt, "max_abs_diff": diff, "batch": batch, "pytorch_ms": torch_ms,
+            "exported_ms": exported_ms, "runtime": runtime, "threads": torch.get_num_threads()}
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m prunelab.export", description=__doc__.splitlines()[0])
+    p.add_argument("run", type=Path, help="a run dir or its model.pt")
+    p.add_argument("--format", choices=sorted(FORMATS), default="onnx")
+    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--tolerance", type=float, default=1e-4)
+    args = p.parse_args(argv)
+    return cli(lambda: print(json.dumps(export(args.run, args.format, args.out, args.batch, args.repeats,
+                                               args.tolerance))))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
