@@ -36,3 +36,13 @@ def test_the_command_line_prints_one_json_line(tiny_cfg, tmp_path: Path) -> None
     assert json.loads(done.stdout.strip().splitlines()[-1])["format"] == "onnx"
     with pytest.raises(UserError, match="does not exist"):
         export(tmp_path / "nothing")
+
+
+def test_a_pruned_hub_model_round_trips_through_onnx(tiny_cfg, tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    cfg = tiny_cfg("dataset=synthetic", "dataset.num_train=32", "dataset.num_test=16", "dataset.image_size=32",
+                   "model=hub", "model.name=resnet18", "model.source=torchvision", "method=l1", "method.ratio=0.5",
+                   "trainer=smoke", "device=cpu", "measure.latency=false", tiny=False)
+    pipeline.run(cfg, tmp_path / "run")
+    out = export(tmp_path / "run", "onnx", batch=2, repeats=2)
+    assert out["max_abs_diff"] < 1e-4

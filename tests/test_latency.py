@@ -91,6 +91,9 @@ def test_round_to_gives_hardware_friendly_widths_and_is_recorded(tiny_cfg, tmp_p
     model = ckpt.load_model(tmp_path / "run" / "model.pt")
     inner = [m.conv1.out_channels for m in model.modules() if hasattr(m, "conv1") and hasattr(m, "conv2")]
     assert inner and all(width % 4 == 0 for width in inner)
+    from prunelab.measure import count
+
+    assert (count(model, (3, 8, 8)).params, count(model, (3, 8, 8)).macs) == (record["params"], record["macs"])
 
 
 def test_the_latency_benchmark_runs_and_records_its_provenance(tmp_path: Path) -> None:
