@@ -5,7 +5,8 @@
 For one configuration per method on the paper models (random weights, the structure `prunelab.profile`
 builds: prepare, structural setups, anticipate, finalize), the deploy form with BatchNorm folded is timed
 against the dense model's (`measure/latency.py`: interleaved, medians of blocked runs) and, exported to
-ONNX, in onnxruntime (medians); channel pruners with and without `round_to=8`.  Writes
+ONNX, in onnxruntime (medians); channel pruners with and without `round_to=8`; the ImageNet ResNet-50
+(torchvision, pruned through Torch-Pruning) at batch 1 only.  Writes
 results/bench/latency.{json,md} and results/plots/latency-speedup.png (measured against MAC speed-up, the
 diagonal drawn: points under it are slower than their MACs promise).
 """
@@ -39,7 +40,12 @@ CONFIGS = [  # (label, overrides)
     ("vgg16 l1 0.5", ["model=vgg16", "method=l1", "method.ratio=0.5"]),
     ("vgg16 l1 0.5 round_to=8", ["model=vgg16", "method=l1", "method.ratio=0.5", "method.round_to=8"]),
     ("vgg16_cst cst 0.5 (uniform)", ["model=vgg16_cst", "method=cst", "method.rate=0.5"]),
+    ("hub resnet50 l1 0.5", ["model=resnet50_imagenet", "model.pretrained=false", "dataset=imagenet", "method=l1",
+                             "method.ratio=0.5"]),
+    ("hub resnet50 l1 0.5 round_to=8", ["model=resnet50_imagenet", "model.pretrained=false", "dataset=imagenet",
+                                        "method=l1", "method.ratio=0.5", "method.round_to=8"]),
 ]
+ONE_IMAGE = ("hub resnet50",)  # 224 px ImageNet models are timed at batch 1 only (a 2-core CPU)
 
 
 def onnx_ms(model: torch.nn.Module, x: torch.Tensor, repeats: int = 20) -> float:
@@ -75,15 +81,16 @@ def main() -> None:
         dense, model, data, _, _ = compressed(compose_config(overrides))
         shape = tuple(data.input_shape)
         base, cost = count(dense, shape), count(model, shape)
-        latency = measure_latency(model, dense, shape, args.batch, min_run_time=args.min_run_time)
-        x = torch.randn(max(args.batch), *shape, generator=torch.Generator().manual_seed(0))
+        batches = [1] if label.startswith(ONE_IMAGE) else args.batch
+        latency = measure_latency(model, dense, shape, batches, min_run_time=args.min_run_time)
+        x = torch.randn(max(batches), *shape, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
             ort = {"dense": onnx_ms(inference_form(dense, shape), x), "model": onnx_ms(inference_form(model, shape), x)}
-        rows.append({"config": label, "overrides": overrides, "macs": cost.macs, "base_macs": base.macs,
+        rows.append({"config": label, "overrides": overrides, "batches": batches, "macs": cost.macs, "base_macs": base.macs,
                      "macs_speedup": base.macs / cost.macs, "latency": latency,
                      "onnxruntime_ms": ort["model"], "onnxruntime_dense_ms": ort["dense"],
                      "onnxruntime_speedup": ort["dense"] / ort["model"]})
-        print(f"{label}: MACs x{base.macs / cost.macs:.2f}, eager x{latency[f'batch_{max(args.batch)}']['speedup']:.2f}, "
+        print(f"{label}: MACs x{base.macs / cost.macs:.2f}, eager x{latency[f'batch_{max(batches)}']['speedup']:.2f}, "
               f"onnxruntime x{ort['dense'] / ort['model']:.2f}", flush=True)
     record = {"benchmark": "latency", "batches": args.batch, "rows": rows, "device": device_name(torch.device("cpu")),
               "threads": torch.get_num_threads(), "torch": torch.__version__, "git_sha": code_version(*SOURCES),
@@ -91,11 +98,11 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(args.out / "latency.json", record)
     big = max(args.batch)
-    lines = [f"| config | MACs × | eager × (batch {', '.join(map(str, args.batch))}) | onnxruntime × (batch {big}) |"
-             " eager ms, dense ms (batch " + str(big) + ") |", "|---|---|---|---|---|"]
+    lines = ["| config | MACs × | eager × (batches) | onnxruntime × (largest batch) | eager ms, dense ms (largest) |",
+             "|---|---|---|---|---|"]
     for r in rows:
-        eager = ", ".join(f"{r['latency'][f'batch_{b}']['speedup']:.2f}" for b in args.batch)
-        timed = r["latency"][f"batch_{big}"]
+        eager = ", ".join(f"{r['latency'][f'batch_{b}']['speedup']:.2f} (b{b})" for b in r["batches"])
+        timed = r["latency"][f"batch_{max(r['batches'])}"]
         lines.append(f"| {r['config']} | {r['macs_speedup']:.2f} | {eager} | {r['onnxruntime_speedup']:.2f} | "
                      f"{timed['ms']:.1f}, {timed['dense_ms']:.1f} |")
     (args.out / "latency.md").write_text(
@@ -106,13 +113,14 @@ def main() -> None:
         + footer(record))
     fig, (ax,) = new_figure()
     for r in rows:
-        ax.scatter(r["macs_speedup"], r["latency"][f"batch_{big}"]["speedup"], marker="o", color="C0")
+        eager = r["latency"][f"batch_{max(r['batches'])}"]["speedup"]
+        ax.scatter(r["macs_speedup"], eager, marker="o", color="C0")
         ax.scatter(r["macs_speedup"], r["onnxruntime_speedup"], marker="s", color="C1")
-        ax.annotate(r["config"], (r["macs_speedup"], r["latency"][f"batch_{big}"]["speedup"]), fontsize=6)
+        ax.annotate(r["config"], (r["macs_speedup"], eager), fontsize=6)
     top = max([1.0, *(r["macs_speedup"] for r in rows)]) * 1.05
     ax.plot([1, top], [1, top], color="0.5", linestyle="--", linewidth=1, label="measured = MACs")
-    ax.scatter([], [], marker="o", color="C0", label=f"eager PyTorch, batch {big}")
-    ax.scatter([], [], marker="s", color="C1", label=f"onnxruntime, batch {big}")
+    ax.scatter([], [], marker="o", color="C0", label=f"eager PyTorch, batch {big} (ImageNet models: 1)")
+    ax.scatter([], [], marker="s", color="C1", label=f"onnxruntime, batch {big} (ImageNet models: 1)")
     fig.suptitle("measured speed-up against MAC speed-up")
     finish_axes(ax, xlabel="MAC speed-up (dense / compressed MACs)", ylabel="measured speed-up (dense / compressed time)",
                 title=f"{record['device']}, {record['threads']} threads")
