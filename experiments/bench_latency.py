@@ -14,22 +14,22 @@ diagonal drawn: points under it are slower than their MACs promise).
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 from bench import REPO, add_machine_args, code_version, footer, set_threads
 from prunelab.config import compose_config
+from prunelab.export import median_ms, onnx_session
 from prunelab.measure import count
 from prunelab.measure.latency import inference_form, measure_latency
 from prunelab.profile import compressed
 from prunelab.record import command_line, device_name, utc_timestamp, write_json_atomic
 from prunelab.report.plots import finish_axes, new_figure, save_png
 
-SOURCES = ("src/prunelab/measure/latency.py", "src/prunelab/profile.py", "experiments/bench_latency.py")
+SOURCES = ("src/prunelab/measure/latency.py", "src/prunelab/profile.py", "src/prunelab/export.py",
+           "experiments/bench_latency.py")
 CONFIGS = [  # (label, overrides)
     ("l1 0.6", ["model=resnet56", "method=l1", "method.ratio=0.6"]),
     ("l1 0.6 round_to=8", ["model=resnet56", "method=l1", "method.ratio=0.6", "method.round_to=8"]),
@@ -50,20 +50,10 @@ ONE_IMAGE = ("hub resnet50",)  # 224 px ImageNet models are timed at batch 1 onl
 
 def onnx_ms(model: torch.nn.Module, x: torch.Tensor, repeats: int = 20) -> float:
     """Median onnxruntime time of `model` exported to ONNX (CPU provider)."""
-    import onnxruntime
-
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.onnx"
-        torch.onnx.export(model, (x,), str(path), input_names=["images"], dynamo=False)
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        session = onnx_session(model, x, Path(tmp) / "model.onnx")
     feed = {"images": x.numpy()}
-    session.run(None, feed)
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        session.run(None, feed)
-        times.append(time.perf_counter() - started)
-    return 1e3 * statistics.median(times)
+    return median_ms(lambda: session.run(None, feed), repeats)
 
 
 def main() -> None:

@@ -51,7 +51,7 @@ def evaluate_saved(target: Path, overrides: list[str] = (), split: str = "test")
     cfg = run_config(payload, list(overrides))
     device = pick_device(str(cfg.device), World())
     data = build_dataset(cfg.dataset, device)
-    model = ckpt.load_model(path).to(device)
+    model = ckpt.model_from_payload(payload, path).to(device)
     acc = evaluate(model, data, cfg.trainer, device, split=split)
     metrics = path.parent / "metrics.json"
     recorded = None

@@ -14,7 +14,9 @@ import json
 import statistics
 import sys
 import time
+from importlib.metadata import version
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -30,7 +32,8 @@ from prunelab.train import checkpoint as ckpt
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.ts"}
 
 
-def _median_ms(fn, repeats: int) -> float:
+def median_ms(fn: Callable[[], object], repeats: int) -> float:
+    """Median wall time of `fn` in ms over `repeats` calls, after one warm-up call."""
     fn()
     times = []
     for _ in range(repeats):
@@ -40,6 +43,17 @@ def _median_ms(fn, repeats: int) -> float:
     return 1e3 * statistics.median(times)
 
 
+def onnx_session(model: nn.Module, x: torch.Tensor, path: Path):  # noqa: ANN201 (an onnxruntime.InferenceSession)
+    """`model` exported to ONNX at `path` (batch dimension dynamic) and opened in onnxruntime on the CPU."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise UserError("--format onnx needs onnx and onnxruntime: pip install onnx onnxruntime") from None
+    torch.onnx.export(model, (x,), str(path), input_names=["images"], output_names=["logits"],
+                      dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
 def export(target: Path, fmt: str = "onnx", out: Path | None = None, batch: int = 1, repeats: int = 20,
            tolerance: float = 1e-4) -> dict[str, Any]:
     """Write the deploy form of the run at `target` as `fmt`, check it and time it (module docstring)."""
@@ -47,24 +61,18 @@ def export(target: Path, fmt: str = "onnx", out: Path | None = None, batch: int 
     payload = ckpt.load(path, key="export")
     cfg = run_config(payload, [])
     shape = tuple(random_like(dataset_config(cfg, cfg.dataset)).input_shape)
-    model: nn.Module = inference_form(ckpt.load_model(path, key="export").float().eval(), shape)
+    model: nn.Module = inference_form(ckpt.model_from_payload(payload, path, key="export").float().eval(), shape)
     out = out or path.with_name(FORMATS[fmt])
     x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         reference = model(x)
-        torch_ms = _median_ms(lambda: model(x), repeats)
+        torch_ms = median_ms(lambda: model(x), repeats)
     if fmt == "onnx":
-        try:
-            import onnxruntime
-        except ImportError:
-            raise UserError("--format onnx needs onnx and onnxruntime: pip install onnx onnxruntime") from None
-        torch.onnx.export(model, (x,), str(out), input_names=["images"], output_names=["logits"],
-                          dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
-        session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+        session = onnx_session(model, x, out)
         feed = {"images": x.numpy()}
         exported = torch.from_numpy(session.run(None, feed)[0])
-        exported_ms = _median_ms(lambda: session.run(None, feed), repeats)
-        runtime = f"onnxruntime {onnxruntime.__version__}"
+        exported_ms = median_ms(lambda: session.run(None, feed), repeats)
+        runtime = f"onnxruntime {version('onnxruntime')}"
     else:
         with torch.no_grad():
             traced = torch.jit.trace(model, x)
@@ -72,7 +80,7 @@ def export(target: Path, fmt: str = "onnx", out: Path | None = None, batch: int 
         loaded = torch.jit.load(str(out))
         with torch.no_grad():
             exported = loaded(x)
-            exported_ms = _median_ms(lambda: loaded(x), repeats)
+            exported_ms = median_ms(lambda: loaded(x), repeats)
         runtime = "torchscript"
     diff = float((exported - reference).abs().max())
     if not diff <= tolerance:

@@ -24,7 +24,7 @@ from prunelab.config import dataset_config
 from prunelab.data import build_dataset
 from prunelab.errors import UserError
 from prunelab.measure import Cost, count
-from prunelab.measure.latency import measure_latency
+from prunelab.measure.latency import configured_latency
 from prunelab.methods.base import Context, Method, build_method
 from prunelab.models import build_model, set_num_classes
 from prunelab.record import (
@@ -107,14 +107,8 @@ def run(cfg: DictConfig, run_dir: Path, command: str = "") -> dict[str, Any]:
 
 def _latency(cfg: DictConfig, model: nn.Module, data, device: torch.device) -> dict[str, Any]:
     """extra.latency: the final model against a dense model of the same architecture (measure/latency.py)."""
-    settings = cfg.measure.latency
-    batches = settings.batch or ([256] if device.type == "cuda" else [1, 64])
     dense = build_model(cfg.model, data.num_classes, pretrained=False).to(device)
-    cuda = device.type == "cuda"
-    return measure_latency(model, dense, tuple(data.input_shape), [int(b) for b in batches],
-                           fold_bn=bool(settings.fold_bn), autocast=cuda and cfg.trainer.get("amp") == "bf16",
-                           channels_last=cuda and bool(cfg.trainer.get("channels_last")),
-                           min_run_time=float(settings.min_run_time))
+    return configured_latency(cfg, model, dense, tuple(data.input_shape), device)
 
 
 def _resuming(cfg: DictConfig) -> bool:

@@ -25,7 +25,7 @@ from prunelab.data.base import Dataset
 from prunelab.data.in_memory import random_like
 from prunelab.errors import cli
 from prunelab.measure import count
-from prunelab.measure.latency import measure_latency
+from prunelab.measure.latency import configured_latency
 from prunelab.methods.base import Context, Method, build_method
 from prunelab.models import build_model
 
@@ -56,11 +56,7 @@ def profile(cfg: DictConfig, layers: bool = False, latency: bool = False) -> dic
         **method.profile_extra(ctx),
     }
     if latency:
-        settings = cfg.measure.latency or {}
-        out["latency"] = measure_latency(model, dense, tuple(data.input_shape),
-                                         [int(b) for b in settings.get("batch") or [1, 64]],
-                                         fold_bn=bool(settings.get("fold_bn", True)),
-                                         min_run_time=float(settings.get("min_run_time", 0.5)))
+        out["latency"] = configured_latency(cfg, model, dense, tuple(data.input_shape), torch.device("cpu"))
     if layers:
         print(cost.table(), file=sys.stderr)
     return out

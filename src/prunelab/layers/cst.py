@@ -266,7 +266,8 @@ class CSTConv2d(Layer):
         kept = keep.nonzero().flatten()
         if len(kept) == 0:
             raise ValueError("at least one template must remain")
-        current = self.effective_weight()
+        lstsq = refit == "lstsq" and hasattr(self, "scale")
+        current = self.effective_weight() if lstsq else None  # before the mapping changes
         pruned = (~keep).nonzero().flatten()
         row = torch.arange(self.out_channels, device=self.row.device)
         row[pruned] = kept[torch.arange(len(pruned), device=kept.device) % len(kept)]
@@ -279,7 +280,7 @@ class CSTConv2d(Layer):
             self.theta[changed] = torch.eye(2, 3, dtype=self.theta.dtype, device=self.theta.device)
         if hasattr(self, "scale"):
             self.scale[changed] = 1.0
-            if refit == "lstsq" and len(changed):
+            if lstsq and len(changed):
                 self.scale[changed] = self._lstsq_scale(current[changed], changed)
 
     def _lstsq_scale(self, target: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:

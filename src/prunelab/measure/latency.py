@@ -12,7 +12,7 @@ fixed thread count on the CPU).  The speed-up is dense time / compressed time.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import logging
@@ -43,6 +43,20 @@ def fold_batchnorm(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
         conv.bias = nn.Parameter(((bias - bn.running_mean) * scale + shift).to(conv.weight.dtype))
         model.set_submodule(bn_name, nn.Identity())
     return model
+
+
+def configured_latency(cfg: Mapping[str, Any], model: nn.Module, dense: nn.Module, input_shape: tuple[int, ...],
+                       device: torch.device) -> dict[str, Any]:
+    """`measure_latency` with a run config's `measure.latency` settings (its defaults where the node is off or
+    a key unset; batches [1, 64] on the CPU, [256] on CUDA) and, on CUDA, the recipe's bf16 and channels-last."""
+    settings = cfg["measure"]["latency"] or {}
+    cuda = device.type == "cuda"
+    batches = settings.get("batch") or ([256] if cuda else [1, 64])
+    return measure_latency(model, dense, input_shape, [int(b) for b in batches],
+                           fold_bn=bool(settings.get("fold_bn", True)),
+                           autocast=cuda and cfg["trainer"].get("amp") == "bf16",
+                           channels_last=cuda and bool(cfg["trainer"].get("channels_last")),
+                           min_run_time=float(settings.get("min_run_time", 0.5)))
 
 
 def inference_form(model: nn.Module, input_shape: tuple[int, ...], fold_bn: bool = True) -> nn.Module:

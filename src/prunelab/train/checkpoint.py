@@ -88,7 +88,11 @@ def save_model(path: Path, model: nn.Module, **extra: Any) -> None:
 
 def load_model(path: Path, key: str = "model") -> nn.Module:
     """Rebuild a model saved by `save_model` (any arch, compressed or not) and load its weights."""
-    payload = load(path, key)
+    return model_from_payload(load(path, key), path, key)
+
+
+def model_from_payload(payload: dict[str, Any], path: Path, key: str = "model") -> nn.Module:
+    """The model of a checkpoint already read with `load` (callers that also need its config read it once)."""
     if payload.get("arch") is None:
         raise UserError(f"{key}: {path} has no model description (arch): it cannot be rebuilt")
     model = layers.rebuild(model_from_arch(payload["arch"]), payload.get("layers", {}))
