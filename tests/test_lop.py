@@ -23,10 +23,14 @@ from prunelab.models import build_model
 from prunelab.train import checkpoint as ckpt
 from prunelab.train.similarity import similarity_matrix, similarity_preserving_loss
 
+from prunelab.config import dataset_config
+from prunelab.data import build_dataset
+
 from conftest import compose_config
 
 F64 = torch.float64
 CPU = torch.device("cpu")
+SYNTHETIC32 = ["dataset=synthetic", "dataset.num_train=16", "dataset.num_test=8", "trainer.batch_size=8"]
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -206,6 +210,10 @@ def test_fine_tuning_only_is_plain_fine_tuning(tiny_cfg, tmp_path: Path) -> None
     (["method.sp_feature=relu", "method.expand=0"], "E=off; gamma=3000; sp_feature=relu; ratio=0.5"),
     (["method.init=orthonormal", "method.noise=0.5"], "E=4,orthonormal; gamma=3000; ratio=0.5"),  # noise unused
     (["method.noise=0.5", "method.layers=conv"], "E=4; gamma=3000; noise=0.5; layers=conv; ratio=0.5"),
+    (["method.init=orthonormal_noise", "method.expand=1", "method.head=false", "method.lr_match=false",
+      "method.factor_lr_scale=0.5", "method.factor_decay=0", "method.sp_logits=true"],
+     "E=1,orthonormal_noise; gamma=3000; head=False; lr_match=False; factor_lr_scale=0.5; factor_decay=0; "
+     "sp_logits=True; ratio=0.5"),
 ])
 def test_distillation_and_init_options_run_and_are_named(tiny_cfg, tmp_path: Path, overrides: list[str],
                                                          target: str) -> None:
@@ -221,6 +229,10 @@ def test_distillation_and_init_options_run_and_are_named(tiny_cfg, tmp_path: Pat
     (["method.layers='['"], "is not a regular expression"),
     (["method.noise=0"], "method.noise=0 must be > 0 with method.init=pinv"),
     (["method.sp_feature=bn", "method.sp_layers=stages"], "method.sp_feature=bn chooses the feature of each expanded"),
+    (["method.expand=1"], "method.expand=1 with method.init=pinv: a square Gaussian factor is near-singular"),
+    (["method.factor_lr_scale=0"], "method.factor_lr_scale=0 must be > 0"),
+    (["method.factor_decay=-1"], "method.factor_decay=-1 must be >= 0"),
+    (["trainer.optimizer=adam"], "method.lr_match=true matches the first SGD step; trainer.optimizer=adam"),
 ])
 def test_bad_settings_name_the_key(tiny_cfg, tmp_path: Path, overrides: list[str], message: str) -> None:
     with pytest.raises(UserError, match=message.replace("[", r"\[").replace("(", r"\(")):
@@ -230,8 +242,9 @@ def test_bad_settings_name_the_key(tiny_cfg, tmp_path: Path, overrides: list[str
 def test_a_hub_model_pruned_by_torch_pruning_expands_and_contracts(tmp_path: Path) -> None:
     torch.manual_seed(0)
     dense = build_model({"arch": "hub", "name": "resnet18", "source": "torchvision"}, 10).double().eval()
-    method = build_method(compose_config(["method=lop", "method.pruner.ratio=0.5", "method.expand=2"]).method)
-    ctx = Context(SimpleNamespace(input_shape=(3, 32, 32)), CPU, 0, teacher=dense)
+    cfg = compose_config(["method=lop", "method.pruner.ratio=0.5", "method.expand=2", *SYNTHETIC32])
+    method = build_method(cfg.method)
+    ctx = Context(build_dataset(dataset_config(cfg, cfg.dataset), CPU), CPU, 0, cfg.trainer, teacher=dense)
     model = method.prepare(copy.deepcopy(dense), ctx).eval()
     x = torch.randn(2, 3, 32, 32, dtype=F64)
     expected = model(x)
@@ -258,3 +271,148 @@ def test_the_teacher_has_no_graph_and_runs_in_eval_mode() -> None:
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
     callback.on_fit_end(state)
     assert not any(m._forward_hooks for m in student.modules()) and not any(m._forward_hooks for m in teacher.modules())
+
+
+# --- the optimisation of the expanded factors (§2.8) ---------------------------------------------------------------
+
+def test_the_step_ratio_of_a_single_conv_matches_a_hand_computation() -> None:
+    """1x1 conv: the first-order contracted step is -lr[G (BA)^T (BA) + C C^T G A^T A + (CB)(CB)^T G]; at a real lr
+    the ratio is that of an actual SGD step on the factors, contracted."""
+    from prunelab.methods.lop_steps import ContractedStep, contracted_update, step_ratio
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 5, 1, bias=False).double()
+    block = ExpandedConv2d.like(conv, 2)
+    init_expansion(block, conv.weight, gen(), "pinv")
+    x, target = torch.randn(6, 4, 3, 3, dtype=F64), torch.randn(6, 5, 3, 3, dtype=F64)
+    (block(x) - target).square().sum().backward()
+    w = block.contract().weight.detach().requires_grad_()
+    (F.conv2d(x, w) - target).square().sum().backward()
+    g = w.grad[:, :, 0, 0]
+    factors = tuple(t.detach().clone() for t in block.factors())
+    a, b, c = factors[0], factors[1][:, :, 0, 0], factors[2]
+    first_order = g @ (b @ a).T @ (b @ a) + c @ c.T @ g @ a.T @ a + (c @ b) @ (c @ b).T @ g
+    directions = block.factor_views(block.a.weight.grad, block.b.weight.grad, block.c.weight.grad)
+    step, plain = ContractedStep.of(factors, directions), float(w.grad.norm())
+    assert step_ratio(step, plain, 1e-9) == pytest.approx(float(first_order.norm() / g.norm()), rel=1e-6)
+    lr, before = 0.05, block.contract().weight
+    with torch.no_grad():
+        for p in block.parameters():
+            p -= lr * p.grad
+    moved = float((block.contract().weight - before).norm())
+    assert step_ratio(step, plain, lr) == pytest.approx(moved / (lr * plain), rel=1e-10)
+    assert float(contracted_update(factors, directions, lr).norm()) == pytest.approx(moved, rel=1e-12)
+    assert step_ratio(step, plain, lr) > 1.5  # the pinv init at E = 2 moves W faster than plain
+
+
+def lop_context(*overrides: str, model: dict = RESNET, dtype: torch.dtype = F64) -> tuple:
+    """(method, ctx, dense) for a float64 CIFAR ResNet on 8x8 synthetic images, a real recipe (no momentum state)."""
+    cfg = compose_config(["method=lop", "method.pruner.ratio=0.5", "method.expand=2", "dataset=synthetic",
+                          "dataset.num_train=32", "dataset.image_size=8", "dataset.pad=1", "trainer.batch_size=16",
+                          *overrides])
+    torch.manual_seed(0)
+    dense = build_model(model, 10).to(dtype).eval()
+    ctx = Context(build_dataset(dataset_config(cfg, cfg.dataset), CPU), CPU, 0, cfg.trainer, teacher=dense)
+    return build_method(cfg.method), ctx, dense
+
+
+def one_sgd_step(model: nn.Module, groups, recipe, batch) -> None:
+    """The first optimizer step of fine-tuning: the recipe's SGD at its base lr on `batch`, in training mode."""
+    from prunelab.train.optim import build_optimizer, set_lr
+
+    optimizer = build_optimizer(groups, recipe)
+    set_lr(optimizer, float(recipe["lr"]))
+    images, labels = batch
+    model.train()
+    F.cross_entropy(model(images.to(F64)), labels).backward()
+    optimizer.step()
+
+
+@pytest.mark.parametrize("init", ["pinv", "orthonormal_noise"])
+def test_lr_match_makes_the_first_contracted_update_equal_the_plain_one(init: str) -> None:
+    from prunelab.methods.lop import first_batch
+    from prunelab.train.stage import recipe_groups
+
+    method, ctx, dense = lop_context(f"method.init={init}", "trainer.lr=0.05", "trainer.nesterov=true")
+    expanded = method.prepare(copy.deepcopy(dense), ctx)
+    plain = build_method(compose_config(["method=l1", "method.ratio=0.5"]).method).prepare(
+        copy.deepcopy(dense), Context(ctx.data, CPU, 0, ctx.trainer))
+    before = {n: plain.get_submodule(n).weight.detach().clone() for n in method.expanded}
+    batch = first_batch(ctx)
+    one_sgd_step(plain, recipe_groups(plain, ctx.trainer), ctx.trainer, batch)
+    one_sgd_step(expanded, method.factor_groups(expanded), ctx.trainer, batch)
+    used = ctx.extra["step_ratio_used"]
+    assert set(used) == set(method.expanded) == set(ctx.extra["step_ratio"]) and len(method.expanded) == 56
+    for name in method.expanded:
+        plain_step = float((plain.get_submodule(name).weight - before[name]).norm())
+        lop_step = float((expanded.get_submodule(name).contract().weight - before[name]).norm())
+        assert lop_step == pytest.approx(plain_step, rel=1e-6), name
+        assert used[name] == pytest.approx(1.0, rel=1e-9)
+    assert max(ctx.extra["step_ratio"].values()) > 1.5  # without the match the expansion moves faster
+
+
+def test_without_lr_match_the_recorded_ratio_is_the_measured_step() -> None:
+    from prunelab.methods.lop import first_batch
+    from prunelab.train.stage import recipe_groups
+
+    method, ctx, dense = lop_context("method.lr_match=false", "method.factor_lr_scale=0.5")
+    expanded = method.prepare(copy.deepcopy(dense), ctx)
+    plain = build_method(compose_config(["method=l1", "method.ratio=0.5"]).method).prepare(
+        copy.deepcopy(dense), Context(ctx.data, CPU, 0, ctx.trainer))
+    before = {n: plain.get_submodule(n).weight.detach().clone() for n in method.expanded}
+    batch = first_batch(ctx)
+    one_sgd_step(plain, recipe_groups(plain, ctx.trainer), ctx.trainer, batch)
+    one_sgd_step(expanded, method.factor_groups(expanded), ctx.trainer, batch)
+    for name in method.expanded:
+        ratio = float((expanded.get_submodule(name).contract().weight - before[name]).norm()) / float(
+            (plain.get_submodule(name).weight - before[name]).norm())
+        assert ctx.extra["step_ratio_used"][name] == pytest.approx(ratio, rel=1e-6)
+        assert method.lr_scales[name] == 0.5
+
+
+@pytest.mark.parametrize("decay_bn_and_bias", [True, False])
+def test_the_factor_groups_hold_exactly_the_factors_and_every_parameter_once(decay_bn_and_bias: bool) -> None:
+    method, ctx, dense = lop_context("method.factor_decay=0.001", "method.lr_match=false",
+                                     f"trainer.decay_bn_and_bias={decay_bn_and_bias}")
+    model = method.prepare(copy.deepcopy(dense), ctx)
+    groups = method.stages(ctx)[0].groups(model)  # checks that no parameter appears twice
+    assert sorted(id(p) for g in groups for p in g.params) == sorted(id(p) for p in model.parameters())
+    factors = {id(getattr(model.get_submodule(n), part).weight) for n in method.expanded for part in "abc"}
+    factor_groups = [g for g in groups if any(id(p) in factors for p in g.params)]
+    assert len(factor_groups) == len(method.expanded) == 56
+    assert all({id(p) for p in g.params} <= factors and len(g.params) == 3 for g in factor_groups)
+    assert all(g.weight_decay == 0.001 for g in factor_groups)
+    rest = [g for g in groups if not any(id(p) in factors for p in g.params)]  # BN and biases: every weight expanded
+    assert len(rest) == 1 and rest[0].weight_decay == (None if decay_bn_and_bias else 0.0)
+
+
+def test_the_classifier_and_the_logits_pair_are_options() -> None:
+    method, ctx, dense = lop_context()
+    method.prepare(copy.deepcopy(dense), ctx)
+    assert "fc" in method.expanded and "fc" not in {s for s, _ in method.sp_pairs(ctx)}  # defaults
+    method, ctx, dense = lop_context("method.sp_logits=true")
+    method.prepare(copy.deepcopy(dense), ctx)
+    assert ("fc", "fc") in method.sp_pairs(ctx)
+    method, ctx, dense = lop_context("method.head=false", "method.sp_logits=true")
+    model = method.prepare(copy.deepcopy(dense), ctx)
+    assert "fc" not in method.expanded and isinstance(model.fc, nn.Linear) and len(method.expanded) == 55
+    assert "fc" not in {s for s, _ in method.sp_pairs(ctx)}  # sp_layers=all pairs the expanded layers only
+
+
+@pytest.mark.parametrize("overrides", [
+    [], ["method.lr_match=false"], ["method.init=orthonormal_noise", "method.expand=1"], ["method.head=false"],
+    ["method.sp_logits=true", "method.factor_decay=0", "method.factor_lr_scale=2"],
+])
+def test_every_option_trains_and_contracts_exactly(tiny_cfg, tmp_path: Path, overrides: list[str]) -> None:
+    record = pipeline.run(tiny_cfg("method=lop", "method.pruner.ratio=0.5", "method.expand=2", "trainer.epochs=2",
+                                   *overrides), tmp_path / "run")
+    extra = record["extra"]
+    assert 0 <= extra["contraction_error"] < 1e-5
+    assert set(extra["step_ratio"]) == set(extra["step_ratio_used"]) == set(extra["factor_lr_scale"])
+    assert extra["sp_grad_ratio"] > 0 and extra["sp_loss_ratio"] > 0 and extra["lr"] == record_lr(tiny_cfg)
+    if "method.lr_match=false" not in overrides:
+        assert all(r == pytest.approx(1.0, rel=1e-6) for r in extra["step_ratio_used"].values())
+
+
+def record_lr(tiny_cfg) -> float:
+    return float(tiny_cfg().trainer.lr)

@@ -19,8 +19,11 @@ the block is the single conv (§2.3)
     pinv         A ~ N(0, 1/Ci), C ~ N(0, 1/N), B_uv = C+ W_uv A+ + s [(I - C+ C) R_uv + R'_uv (I - A A+)]
                  (+: Moore-Penrose pseudo-inverse, R, R' standard normal, s = `noise` x std(C+ W A+)):
                  C B_uv A = W_uv exactly, and the extra width receives gradient
-    orthonormal  A with orthonormal columns, C with orthonormal rows, B_uv = C^T W_uv A^T: also exact, but
-                 the gradients of A and C never leave their initial subspaces (the degenerate ablation)
+    orthonormal_noise  A with orthonormal columns, C with orthonormal rows (so A+ = A^T, C+ = C^T) and B as
+                 for pinv, null-space noise included: exact, trainable extra width, and well conditioned (A^T A = I
+                 at any E, where a Gaussian A is near-singular at E = 1 and ill-conditioned at small E)
+    orthonormal  the same A and C with B_uv = C^T W_uv A^T and no noise: also exact, but the gradients of A and
+                 C never leave their initial subspaces (the degenerate ablation)
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from torch import nn
 from prunelab.layers.lowrank import conv_geometry
 from prunelab.layers.registry import Layer, register_layer
 
-INITS = ("pinv", "orthonormal")
+INITS = ("pinv", "orthonormal_noise", "orthonormal")
 
 
 @register_layer("expanded_conv")
@@ -71,7 +74,12 @@ class ExpandedConv2d(Layer):
 
     def factors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(A: M x Ci, B: N x M x k x k, C: Co x N) as matrices and the k x k kernel."""
-        return self.a.weight[:, :, 0, 0], self.b.weight, self.c.weight[:, :, 0, 0]
+        return self.factor_views(self.a.weight, self.b.weight, self.c.weight)
+
+    @staticmethod
+    def factor_views(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Tensors shaped like a's, b's and c's weights (e.g. their gradients) viewed as `factors()` are."""
+        return a[:, :, 0, 0], b, c[:, :, 0, 0]
 
     @torch.no_grad()
     def contract(self) -> nn.Conv2d:
@@ -116,7 +124,12 @@ class ExpandedLinear(Layer):
 
     def factors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(A: M x Ci, B: N x M x 1 x 1, C: Co x N), as for a 1x1 conv."""
-        return self.a.weight, self.b.weight[:, :, None, None], self.c.weight
+        return self.factor_views(self.a.weight, self.b.weight, self.c.weight)
+
+    @staticmethod
+    def factor_views(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Tensors shaped like a's, b's and c's weights (e.g. their gradients) viewed as `factors()` are."""
+        return a, b[:, :, None, None], c
 
     @torch.no_grad()
     def contract(self) -> nn.Linear:
@@ -148,9 +161,15 @@ def init_expansion(block: ExpandedConv2d | ExpandedLinear, weight: torch.Tensor,
     w = weight.double().reshape(weight.shape[0], weight.shape[1], -1)  # Co x Ci x taps
     a_w, b_w, c_w = block.factors()
     (m, ci), (co, n) = a_w.shape, c_w.shape
-    if how == "pinv":
-        a = torch.randn(m, ci, generator=gen, dtype=torch.float64) / ci ** 0.5
-        c = torch.randn(co, n, generator=gen, dtype=torch.float64) / n ** 0.5
+    if how == "orthonormal":
+        a, c = _orthonormal(m, ci, gen), _orthonormal(co, n, gen)
+        b = torch.einsum("on,oit,mi->nmt", c, w, a)
+    else:
+        if how == "pinv":
+            a = torch.randn(m, ci, generator=gen, dtype=torch.float64) / ci ** 0.5
+            c = torch.randn(co, n, generator=gen, dtype=torch.float64) / n ** 0.5
+        else:
+            a, c = _orthonormal(m, ci, gen), _orthonormal(co, n, gen)
         # full column rank A and full row rank C (Gaussian, almost surely): the normal equations give the
         # pseudo-inverses exactly, several times faster than an SVD for ImageNet-sized layers
         a_pinv = torch.linalg.solve(a.T @ a, a.T)
@@ -162,9 +181,6 @@ def init_expansion(block: ExpandedConv2d | ExpandedLinear, weight: torch.Tensor,
         r2 = torch.randn(main.shape, generator=gen, dtype=torch.float64)
         scale = noise * float(main.std()) if main.numel() > 1 else 0.0
         b = main + scale * (torch.einsum("nk,kmt->nmt", left, r1) + torch.einsum("nkt,km->nmt", r2, right))
-    else:
-        a, c = _orthonormal(m, ci, gen), _orthonormal(co, n, gen)
-        b = torch.einsum("on,oit,mi->nmt", c, w, a)
     a_w.copy_(a)
     b_w.copy_(b.reshape(b_w.shape))
     c_w.copy_(c)

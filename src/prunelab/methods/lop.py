@@ -36,21 +36,36 @@ from prunelab.data.sharding import generator
 from prunelab.errors import UserError, choose
 from prunelab.layers.expanded import INITS, ExpandedConv2d, ExpandedLinear, init_expansion
 from prunelab.methods.base import Composite, Context, register
+from prunelab.methods.lop_steps import (
+    ContractedStep, first_step_directions, first_step_lr, loss_gradients, matching_scale, step_ratio,
+)
 from prunelab.models.features import FeatureTap, exact_surgery
 from prunelab.models.structure import conv_bn_pairs
 from prunelab.train.callbacks import Callback, TrainState
 from prunelab.train.similarity import similarity_preserving_loss
+from prunelab.train.stage import ParamGroup, Stage, recipe_groups
 
 SP_FEATURES = ("conv", "bn", "relu")
-NON_DEFAULT_TARGET = {"noise": 0.1, "layers": ".*", "sp_layers": "all", "sp_feature": "conv"}  # named in the target if set
+# options named in the target when they differ from these values (those of the expanded factors only with expand > 0)
+NON_DEFAULT_TARGET = {"noise": 0.1, "layers": ".*", "head": True, "lr_match": True, "factor_lr_scale": 1.0,
+                      "factor_decay": None, "sp_layers": "all", "sp_feature": "conv", "sp_logits": False}
+FACTOR_OPTIONS = ("noise", "head", "lr_match", "factor_lr_scale", "factor_decay")
 STAGE_OUTPUTS = r"^(layer\d+|features\.pool\d+)$"  # ResNet stages (ours, torchvision) and VGG's pooling stages
 
 
-def expandable(model: nn.Module, pattern: str) -> list[str]:
-    """Names of the ungrouped Conv2d and the Linear layers of `model` whose name matches `pattern`."""
-    regex = re.compile(pattern)
+def expandable(model: nn.Module, pattern: str, head: bool = True) -> list[str]:
+    """Names of the ungrouped Conv2d and the Linear layers of `model` whose name matches `pattern`, the
+    classifier (`head_name`) only with `head`."""
+    regex, last = re.compile(pattern), head_name(model)
     return [n for n, m in model.named_modules()
-            if (isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.groups == 1)) and regex.search(n)]
+            if (isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.groups == 1)) and regex.search(n)
+            and (head or n != last)]
+
+
+def head_name(model: nn.Module) -> str | None:
+    """The classifier: the last Linear layer of `model` in module order (its output is the logits)."""
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    return names[-1] if names else None
 
 
 @torch.no_grad()
@@ -80,11 +95,20 @@ class SimilarityDistillation(Callback):
     `pairs`: (student module, teacher module) names; with `relu`, the ReLU of the tapped output is compared.
     The student tap lives for the stage (registered before compilation); the teacher runs under no_grad with a
     tap of its own for each step, so nothing of its graph is kept.
+
+    Given `extra`, over the first epoch it also measures how strongly the term pulls (§3): per step, the norm of its gradient
+    over the trained parameters against the norm of the rest of the loss's (cross-entropy), and the ratio of
+    the two loss values; their means land in `extra` as `sp_grad_ratio` and `sp_loss_ratio` (one extra
+    backward pass per step of that epoch).
     """
 
-    def __init__(self, teacher: nn.Module, pairs: list[tuple[str, str]], gamma: float, relu: bool = False) -> None:
+    def __init__(self, teacher: nn.Module, pairs: list[tuple[str, str]], gamma: float, relu: bool = False,
+                 extra: dict[str, Any] | None = None) -> None:
         self.teacher, self.pairs, self.gamma, self.relu = teacher, pairs, gamma, relu
         self.tap: FeatureTap | None = None
+        self.extra = extra  # None: no measurement
+        self.sums = {"grad_ratio": 0.0, "loss_ratio": 0.0, "steps": 0}
+        self.sp_grads: list[torch.Tensor | None] | None = None
 
     def on_fit_start(self, state: TrainState) -> None:
         self.tap = FeatureTap(state.model, dict.fromkeys(s for s, _ in self.pairs))
@@ -101,7 +125,47 @@ class SimilarityDistillation(Callback):
             teacher = dict(teacher_tap.outputs)
         act = F.relu if self.relu else (lambda t: t)
         losses = [similarity_preserving_loss(act(self.tap.outputs[s]), act(teacher[t])) for s, t in self.pairs]
-        return self.gamma * torch.stack(losses).mean()
+        loss = self.gamma * torch.stack(losses).mean()
+        if self.extra is not None and state.epoch == 0 and torch.is_grad_enabled():
+            params = _trained(state)
+            self.sp_grads = list(torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True))
+            ce = float(F.cross_entropy(logits.detach().float(), labels))
+            self.sums["loss_ratio"] += float(loss.detach()) / max(ce, 1e-12)
+        return loss
+
+    def on_after_backward(self, state: TrainState) -> None:
+        if self.sp_grads is None:
+            return
+        sp_sq = rest_sq = 0.0
+        for p, sp in zip(_trained(state), self.sp_grads, strict=True):
+            total = p.grad if p.grad is not None else torch.zeros_like(p)
+            sp = torch.zeros_like(p) if sp is None else sp
+            sp_sq += float(sp.double().square().sum())
+            rest_sq += float((total - sp).double().square().sum())
+        self.sums["grad_ratio"] += (sp_sq / max(rest_sq, 1e-300)) ** 0.5
+        self.sums["steps"] += 1
+        self.sp_grads = None
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        if state.epoch == 0:
+            self._report()
+
+    def _report(self) -> None:
+        steps = self.sums["steps"]
+        if steps and self.extra is not None:
+            self.extra.update(sp_grad_ratio=self.sums["grad_ratio"] / steps, sp_loss_ratio=self.sums["loss_ratio"] / steps)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"sums": dict(self.sums)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sums = dict(state["sums"])
+        self._report()
+
+
+def _trained(state: TrainState) -> list[torch.Tensor]:
+    """The parameters the stage trains, in the optimizer's order."""
+    return [p for group in state.optimizer.param_groups for p in group["params"] if p.requires_grad]
 
 
 @register("lop")
@@ -119,15 +183,25 @@ class LinearOverparam(Composite):
         if self.feature != "conv" and cfg.sp_layers != "all":
             raise UserError(f"method.sp_feature={self.feature} chooses the feature of each expanded layer: it needs "
                             f"method.sp_layers=all (with sp_layers={cfg.sp_layers} the named modules' outputs are used)")
-        if self.init == "pinv" and cfg.expand and not float(cfg.noise) > 0:
-            raise UserError(f"method.noise={cfg.noise} must be > 0 with method.init=pinv: without null-space noise the "
-                            "extra width never trains (as with init=orthonormal)")
+        if self.init != "orthonormal" and cfg.expand and not float(cfg.noise) > 0:
+            raise UserError(f"method.noise={cfg.noise} must be > 0 with method.init={self.init}: without null-space "
+                            "noise the extra width never trains (as with init=orthonormal)")
+        if self.init == "pinv" and cfg.expand == 1:
+            raise UserError("method.expand=1 with method.init=pinv: a square Gaussian factor is near-singular (its "
+                            "first steps are hundreds of times the plain layer's): use method.init=orthonormal_noise "
+                            "or method.expand >= 2")
+        if not float(cfg.factor_lr_scale) > 0:
+            raise UserError(f"method.factor_lr_scale={cfg.factor_lr_scale} must be > 0 (1: the recipe's lr)")
+        if cfg.factor_decay is not None and float(cfg.factor_decay) < 0:
+            raise UserError(f"method.factor_decay={cfg.factor_decay} must be >= 0 (null: the recipe's weight decay)")
         for key in ("layers", "sp_layers"):
             try:
                 re.compile(STAGE_OUTPUTS if cfg[key] == "stages" else str(cfg[key]))
             except re.error as err:
                 raise UserError(f"method.{key}={cfg[key]!r} is not a regular expression ({err})") from None
         self.expanded: list[str] = []
+        self.lr_scales: dict[str, float] = {}
+        self.recipe: Any = {}
 
     @property
     def active(self) -> bool:
@@ -143,33 +217,91 @@ class LinearOverparam(Composite):
             return ""
         expansion = f"E={self.cfg.expand}" + ("" if self.init == "pinv" else f",{self.init}") if self.cfg.expand \
             else "E=off"
+        shown = {key for key in NON_DEFAULT_TARGET if key not in FACTOR_OPTIONS or self.cfg.expand}
+        if self.init == "orthonormal":
+            shown.discard("noise")
         options = [f"{key}={self.cfg[key]}" for key, default in NON_DEFAULT_TARGET.items()
-                   if self.cfg[key] != default and (key != "noise" or (self.cfg.expand and self.init == "pinv"))]
+                   if key in shown and self.cfg[key] != default]
         return "; ".join([expansion, f"gamma={float(self.cfg.gamma):g}", *options])
 
     def prepare(self, model: nn.Module, ctx: Context) -> nn.Module:
         model = super().prepare(model, ctx)
+        self.recipe = ctx.trainer
         if self.cfg.expand:
-            self.expanded = expandable(model, str(self.cfg.layers))
+            self.expanded = expandable(model, str(self.cfg.layers), bool(self.cfg.head))
             if not self.expanded:
                 raise UserError(f"method.layers={self.cfg.layers!r} matches no ungrouped conv or Linear layer of "
                                 f"the pruned {ctx.model_name}: give a regular expression of its module names")
+            if self.cfg.lr_match and str(ctx.trainer["optimizer"]) != "sgd":
+                raise UserError(f"method.lr_match=true matches the first SGD step; trainer.optimizer="
+                                f"{ctx.trainer['optimizer']}: set method.lr_match=false or trainer.optimizer=sgd")
+            images, labels = first_batch(ctx)
+            smoothing = float(ctx.trainer["label_smoothing"])
+            plain = loss_gradients(model, images, labels, smoothing)
+            weights = {name: model.get_submodule(name).weight.detach().clone() for name in self.expanded}
             model = expand(model, self.expanded, int(self.cfg.expand), self.init, ctx.seed, float(self.cfg.noise))
-        ctx.extra.update(expanded_layers=len(self.expanded), expand=int(self.cfg.expand), gamma=float(self.cfg.gamma))
+            factors = loss_gradients(model, images, labels, smoothing)
+            self._set_lr_scales(model, weights, plain, factors, ctx)
+        ctx.extra.update(expanded_layers=len(self.expanded), expand=int(self.cfg.expand), gamma=float(self.cfg.gamma),
+                         lr=float(ctx.trainer["lr"]))
         return model
 
+    def _set_lr_scales(self, model: nn.Module, weights: dict[str, torch.Tensor], plain: dict[str, torch.Tensor],
+                       factors: dict[str, torch.Tensor], ctx: Context) -> None:
+        """Each expanded layer's factor lr scale (`method.factor_lr_scale`, times the scale that matches its first
+        contracted step to the plain layer's with `method.lr_match`), and the step ratios before and after (§2.8)."""
+        lr, decay = first_step_lr(ctx.trainer), float(ctx.trainer["weight_decay"])
+        factor_decay = decay if self.cfg.factor_decay is None else float(self.cfg.factor_decay)
+        measured, used = {}, {}
+        for name in self.expanded:
+            block = model.get_submodule(name)
+            plain_step = plain[f"{name}.weight"] + decay * weights[name]
+            step = first_step_directions(
+                [(f"{name}.{part}.weight", getattr(block, part).weight) for part in "abc"], factors, factor_decay)
+            directions = block.factor_views(*(step[f"{name}.{part}.weight"] for part in "abc"))
+            step, plain_norm = ContractedStep.of(block.factors(), directions), float(plain_step.double().norm())
+            scale = float(self.cfg.factor_lr_scale)
+            if self.cfg.lr_match:
+                scale *= matching_scale(step, plain_norm, lr)
+            self.lr_scales[name] = scale
+            measured[name] = step_ratio(step, plain_norm, lr)
+            used[name] = step_ratio(step, plain_norm, lr, scale)
+        ctx.extra.update(step_ratio=measured, step_ratio_used=used, factor_lr_scale=self.lr_scales,
+                         factor_decay=factor_decay)
+
+    def stages(self, ctx: Context) -> list[Stage]:
+        groups = self.factor_groups if self.expanded else None
+        return [Stage(self.phase, ctx.trainer, param_groups=groups, callbacks=self.callbacks(ctx))]
+
+    def factor_groups(self, model: nn.Module) -> list[ParamGroup]:
+        """The recipe's groups for every parameter outside the factors, then one group per expanded layer: its A,
+        B and C at that layer's lr scale with `method.factor_decay` (null: the recipe's; it penalises
+        ||A||^2 + ||B||^2 + ||C||^2, not ||W||^2, §6.9)."""
+        decay = None if self.cfg.factor_decay is None else float(self.cfg.factor_decay)
+        blocks = {name: model.get_submodule(name) for name in self.expanded}
+        factors = {name: [b.a.weight, b.b.weight, b.c.weight] for name, b in blocks.items()}
+        ids = {id(p) for params in factors.values() for p in params}
+        rest = [ParamGroup([p for p in g.params if id(p) not in ids], g.lr_scale, g.weight_decay)
+                for g in recipe_groups(model, self.recipe)]
+        return [*rest, *(ParamGroup(params, self.lr_scales[name], decay) for name, params in factors.items())]
+
     def sp_pairs(self, ctx: Context) -> list[tuple[str, str]]:
-        """(student, teacher) module names whose features are compared (same names: pruning keeps them)."""
+        """(student, teacher) module names whose features are compared (same names: pruning keeps them); the
+        classifier's logits only with `method.sp_logits`."""
         teacher = ctx.teacher
         names = dict(teacher.named_modules())
         if self.cfg.sp_layers == "all":
-            layers = self.expanded or expandable(teacher, str(self.cfg.layers))
+            layers = self.expanded or expandable(teacher, str(self.cfg.layers), bool(self.cfg.head))
             if self.feature == "conv":
-                return [(n, n) for n in layers if n in names]
-            bns = conv_bn_pairs(teacher, tuple(ctx.data.input_shape))
-            return [(bns[n], bns[n]) for n in layers if n in bns]
-        pattern = re.compile(STAGE_OUTPUTS if self.cfg.sp_layers == "stages" else str(self.cfg.sp_layers))
-        return [(n, n) for n in names if n and pattern.search(n)]
+                pairs = [(n, n) for n in layers if n in names]
+            else:
+                bns = conv_bn_pairs(teacher, tuple(ctx.data.input_shape))
+                pairs = [(bns[n], bns[n]) for n in layers if n in bns]
+        else:
+            pattern = re.compile(STAGE_OUTPUTS if self.cfg.sp_layers == "stages" else str(self.cfg.sp_layers))
+            pairs = [(n, n) for n in names if n and pattern.search(n)]
+        logits = head_name(teacher)
+        return pairs if self.cfg.sp_logits else [(s, t) for s, t in pairs if t != logits]
 
     def callbacks(self, ctx: Context) -> list[Callback]:
         if not float(self.cfg.gamma):
@@ -178,10 +310,12 @@ class LinearOverparam(Composite):
             raise UserError("method.gamma > 0 distils from the dense model: run with a baseline (baseline.skip=false)")
         pairs = self.sp_pairs(ctx)
         if not pairs:
-            raise UserError(f"method.sp_layers={self.cfg.sp_layers!r} (sp_feature={self.feature}) pairs no layer of "
-                            "the student with the dense teacher: choose all, stages or a regex of module names")
+            raise UserError(f"method.sp_layers={self.cfg.sp_layers!r} (sp_feature={self.feature}, sp_logits="
+                            f"{self.cfg.sp_logits}) pairs no layer of the student with the dense teacher: choose all, "
+                            "stages or a regex of module names")
         ctx.extra.update(sp_pairs=len(pairs), sp_feature=self.feature)
-        return [SimilarityDistillation(ctx.teacher, pairs, float(self.cfg.gamma), relu=self.feature == "relu")]
+        return [SimilarityDistillation(ctx.teacher, pairs, float(self.cfg.gamma), relu=self.feature == "relu",
+                                       extra=ctx.extra)]
 
     def finalize(self, model: nn.Module, ctx: Context) -> nn.Module:
         """Contract every block, checked by `exact_surgery` (`extra.contraction_error`: the relative change of the
@@ -192,3 +326,13 @@ class LinearOverparam(Composite):
 
     def profile_extra(self, ctx: Context) -> dict[str, Any]:
         return {"expanded_layers": len(self.expanded)}
+
+
+def first_batch(ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first training batch of the run (the recipe's batch size, the run's seed, epoch 0): the batch the
+    first optimizer step of fine-tuning sees."""
+    loader = ctx.data.loader("train", int(ctx.trainer["batch_size"]), train=True, seed=ctx.seed)
+    loader.set_epoch(0)
+    images, labels = next(iter(loader))
+    return images.to(ctx.device), labels.to(ctx.device)
+
