@@ -283,3 +283,35 @@ def test_the_default_view_is_compact_with_measured_speedup_and_setup_footnotes(t
     assert "2.50" in nuclear and "93.50 ± 0.00 (2)" in nuclear and "[1]" in nuclear
     assert "[2] recipe other" in compact and "toy-wide.md" in compact
     assert "| recipe" in next(line for line in wide.splitlines() if line.startswith("| method"))
+
+
+def test_a_learning_rate_chosen_on_validation_and_the_paired_gain(tmp_path: Path, paper) -> None:
+    """select: per line, only the lr whose seed-0 run scores best on the validation split (never the test
+    accuracy); gain_ci pairs the composed method's runs with the inner method's by seed."""
+    from prunelab.report.selection import Selection
+
+    def lop_run(method: str, target: str, seed: int, lr: float, val: float, acc: float) -> dict[str, str]:
+        return run(method=method, target=target, seed=seed, acc_final=acc,
+                   extra=f'{{"lr": {lr}, "acc_val": {val}}}')
+
+    rows = [
+        lop_run("l1", "ratio=0.5", 0, 0.01, 60.0, 99.0),  # best on test, not on validation
+        lop_run("l1", "ratio=0.5", 0, 0.1, 61.0, 50.0),
+        lop_run("l1", "ratio=0.5", 1, 0.1, 0.0, 52.0),  # other seeds run at the chosen lr only
+        lop_run("l1", "ratio=0.5", 2, 0.1, 0.0, 54.0),
+        lop_run("lop(l1)", "E=2; gamma=3000; ratio=0.5", 0, 0.01, 62.0, 51.0),
+        lop_run("lop(l1)", "E=2; gamma=3000; ratio=0.5", 0, 0.1, 62.0, 10.0),  # a tie: the smaller lr is kept
+        lop_run("lop(l1)", "E=2; gamma=3000; ratio=0.5", 1, 0.01, 0.0, 55.0),
+        lop_run("lop(l1)", "E=2; gamma=3000; ratio=0.5", 2, 0.01, 0.0, 53.0),
+    ]
+    table = spec(group_by=("extra.lr",), select=Selection("extra.lr", "extra.acc_val", 0))
+    summary = summarize(runs_of(tmp_path, rows), table, paper).set_index("method")
+    assert summary.loc["l1", "extra.lr"] == "0.1" and summary.loc["l1", "acc"] == pytest.approx(52.0)
+    assert summary.loc["lop(l1)", "extra.lr"] == "0.01" and summary.loc["lop(l1)", "seeds"] == 3
+    assert summary.loc["lop(l1)", "gain"] == pytest.approx(1.0)
+    half = T975_2 * 1.0 / 3 ** 0.5  # differences 1, 3, -1: mean 1, std 2
+    assert summary.loc["lop(l1)", "gain_ci"] == f"+1.00 [{1 - 2 * half:+.2f}, {1 + 2 * half:+.2f}]"
+    assert summary.loc["l1", "gain_ci"] == ""
+
+
+T975_2 = 4.302652729  # Student t, 97.5 % quantile, 2 degrees of freedom

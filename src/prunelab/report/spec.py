@@ -7,6 +7,8 @@ One YAML file per table under ``conf/tables/`` (the file name is the table name)
     where:                    # runs in the table: every key must match (a list = any of)
       experiment: my_experiment
     group_by: [extra.bn_rectify]   # grouping keys besides GROUP_COLUMNS (columns or extra.<key>)
+    select: {among: extra.lr, by: extra.acc_val, seed: 0}   # optional: per group, keep the group_by value
+                              # `among` whose seed-0 run scores best on the validation split (report/selection.py)
     rows:                     # table order; a row with `match` selects runs, one without is the paper alone
       - match: {method: nuclear, model: resnet56, target: "ratio=0.5"}
         paper: somepaper:cifar10:resnet56      # key(s) in results/paper_numbers.csv
@@ -31,6 +33,7 @@ from yaml import YAMLError
 from prunelab.errors import UserError, one_line
 from prunelab.record.schema import RESULT_FIELDS
 from prunelab.report.frame import as_key
+from prunelab.report.selection import Selection
 
 # every table row is one group of runs with equal values in these columns (plus `group_by`)
 GROUP_COLUMNS: tuple[str, ...] = ("method", "model", "dataset", "target", "recipe", "data", "device")
@@ -55,6 +58,7 @@ COLUMN_LABELS: dict[str, str] = {
     "paper_base_acc": "paper base %",
     "delta": "Δ acc pp",
     "gain": "gain pp",
+    "gain_ci": "paired gain pp [95 % CI]",
     "params": "params",
     "paper_params": "paper params",
     "params_red": "params ↓ %",
@@ -79,7 +83,8 @@ DEFAULT_COLUMNS: tuple[str, ...] = (
     "macs", "paper_macs", "macs_red", "paper_macs_red", "gap_macs_red",
     "device", "git", "paper",
 )
-_KEYS = frozenset({"title", "source", "params", "counts", "where", "group_by", "rows", "columns", "plots", "notes"})
+_KEYS = frozenset({"title", "source", "params", "counts", "where", "group_by", "select", "rows", "columns", "plots",
+                   "notes"})
 COUNTS = ("export", "nominal")
 
 
@@ -106,6 +111,7 @@ class TableSpec:
     plots: tuple[str, ...] = ("macs", "params")
     notes: tuple[str, ...] = ()
     counts: str = "export"  # export: the final model's counts | nominal: a method's extra.nominal_* where it has them
+    select: Selection | None = None  # keep only the value of a swept key chosen on the validation split
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -184,6 +190,7 @@ def load_table_spec(path: Path, paper_keys: set[str]) -> TableSpec:
             if item not in known:
                 raise UserError(f"{path}: {name}: unknown '{item}' (known: {', '.join(known)})")
     keys = (*GROUP_COLUMNS, *group_by)
+    select = _selection(f"{path}: select", raw.get("select"), group_by)
     return TableSpec(
         name=path.stem,
         title=raw["title"],
@@ -196,7 +203,21 @@ def load_table_spec(path: Path, paper_keys: set[str]) -> TableSpec:
         columns=columns,
         plots=plots,
         notes=_strings(f"{path}: notes", raw.get("notes", [])),
+        select=select,
     )
+
+
+def _selection(where: str, value: Any, group_by: tuple[str, ...]) -> Selection | None:
+    """`select: {among: extra.lr, by: extra.acc_val, seed: 0}`: `among` must be one of the group_by keys."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) - {"among", "by", "seed"} or "among" not in value:
+        raise UserError(f"{where}: expected a mapping with among (a group_by key), by and seed, got {value!r}")
+    selection = Selection(str(value["among"]), str(value.get("by", Selection.by)), int(value.get("seed", 0)))
+    if selection.among not in group_by or not _is_column(selection.by):
+        raise UserError(f"{where}: among must be one of group_by ({', '.join(group_by) or 'none'}) and by a column "
+                        f"or extra.<key>, got among={selection.among}, by={selection.by}")
+    return selection
 
 
 def load_table_specs(tables_dir: Path, paper_keys: set[str]) -> list[TableSpec]:

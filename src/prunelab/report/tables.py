@@ -23,7 +23,9 @@ from typing import Any
 import pandas as pd
 
 from prunelab.report.frame import QUALIFIERS, extra_values
+from prunelab.report.selection import keep_chosen
 from prunelab.report.spec import COLUMN_LABELS, TableSpec
+from prunelab.stats import paired
 
 # paper metric -> summary column
 PAPER_COLUMNS: dict[str, str] = {
@@ -121,6 +123,8 @@ def _group_stats(runs: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
     keys = list(spec.keys)
     for column in keys:
         frame[column] = _as_text(frame[column])
+    if spec.select is not None:
+        frame = keep_chosen(frame, [k for k in keys if k != spec.select.among], spec.select)
     frame["git"] = frame["git_sha"].map(_short_sha)
     stats = frame.groupby(keys, sort=True, dropna=False).agg(
         seeds=("seed", "nunique"),
@@ -141,26 +145,38 @@ def _group_stats(runs: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
         epochs=("epochs_finetune", _joined),
         git=("git", _joined),
     ).reset_index()
-    stats["gain"] = _gains(stats, keys)
+    inner = _inner_rows(stats, [k for k in keys if spec.select is None or k != spec.select.among])  # each at its lr
+    stats["gain"] = [row - stats["acc"].iloc[i] if i is not None else math.nan for row, i in zip(stats["acc"], inner)]
+    accs = {key: dict(zip(group["seed"].astype(int), group["acc"])) for key, group in frame.groupby(keys, sort=True,
+                                                                                                   dropna=False)}
+    groups = [accs[tuple(row[k] for k in keys)] for row in stats.to_dict("records")]
+    stats["gain_ci"] = [_paired_text(groups[i], groups[j]) if i is not None else "" for j, i in enumerate(inner)]
     return stats
 
 
-def _gains(stats: pd.DataFrame, keys: list[str]) -> list[float]:
-    """acc of a composed method's row `outer(inner)` minus acc of its inner method's row with all other
-    keys equal and the inner target (the end of the composed target): what the outer step adds."""
+def _paired_text(a: dict[int, float], b: dict[int, float]) -> str:
+    """b - a paired by seed: "mean [low, high]" (95 % t interval), empty with fewer than two common seeds."""
+    if len(set(a) & set(b)) < 2:
+        return ""
+    result = paired(a, b)
+    return f"{result.mean:+.2f} [{result.low:+.2f}, {result.high:+.2f}]"
+
+
+def _inner_rows(stats: pd.DataFrame, keys: list[str]) -> list[int | None]:
+    """For each row of a composed method `outer(inner)`, the index of its inner method's row with all other
+    keys equal and the inner target (the end of the composed target): gain = what the outer step adds."""
     others = [k for k in keys if k not in ("method", "target")]
     rows = stats.to_dict("records")
-    by_key: dict[tuple, list[dict]] = {}
-    for row in rows:
-        by_key.setdefault((row["method"], *(row[k] for k in others)), []).append(row)
-    gains = []
+    by_key: dict[tuple, list[int]] = {}
+    for i, row in enumerate(rows):
+        by_key.setdefault((row["method"], *(row[k] for k in others)), []).append(i)
+    out: list[int | None] = []
     for row in rows:
         outer, paren, inner = row["method"].partition("(")
         candidates = by_key.get((inner[:-1], *(row[k] for k in others)), []) if paren else []
-        candidates = [c for c in candidates if row["target"].endswith(c["target"])]
-        best = max(candidates, key=lambda c: len(c["target"]), default=None)
-        gains.append(row["acc"] - best["acc"] if best is not None else math.nan)
-    return gains
+        candidates = [c for c in candidates if row["target"].endswith(rows[c]["target"])]
+        out.append(max(candidates, key=lambda c: len(rows[c]["target"]), default=None))
+    return out
 
 
 def _matches(match: dict[str, tuple[str, ...]], line: dict[str, Any]) -> bool:
@@ -222,7 +238,7 @@ def summarize(runs: pd.DataFrame, spec: TableSpec, paper: pd.DataFrame) -> pd.Da
         out[f"{column}_text"] = pd.Series([t for _, t in found], index=out.index, dtype=str)
     for gap, (ours, theirs) in GAPS.items():
         out[gap] = out[ours].astype("float64") - out[theirs]
-    text = [*spec.keys, "kind", "paper", "git", "epochs", *(f"{c}_text" for c in PAPER_COLUMNS.values())]
+    text = [*spec.keys, "kind", "paper", "git", "epochs", "gain_ci", *(f"{c}_text" for c in PAPER_COLUMNS.values())]
     for column in out.columns:
         out[column] = out[column].fillna("").astype(str) if column in text else out[column].astype("float64")
     return out
@@ -265,6 +281,7 @@ _FORMATS: dict[str, Callable[[pd.Series], str]] = {
     "base_acc": lambda r: _num(r["base_acc"], 2),
     "delta": lambda r: _num(r["delta"], 2, signed=True),
     "gain": lambda r: _num(r["gain"], 2, signed=True),
+    "gain_ci": lambda r: r["gain_ci"],
     "params": lambda r: _count(r["params"]),
     "macs": lambda r: _count(r["macs"]),
     "params_red": lambda r: _num(r["params_red"], 1),
@@ -287,7 +304,7 @@ def _display_columns(spec: TableSpec) -> list[str]:
 
 
 # the default (compact) view: these of a table's columns, the measured speed-up, and a setup footnote
-COMPACT = ("method", "model", "dataset", "target", "acc", "acc_compressed", "gain", "paper_acc", "delta",
+COMPACT = ("method", "model", "dataset", "target", "acc", "acc_compressed", "gain", "gain_ci", "paper_acc", "delta",
            "params_red", "macs_red")
 SETUP = ("recipe", "data", "device", "git")
 
