@@ -40,16 +40,17 @@ def chosen(frame: pd.DataFrame, keys: Sequence[str], selection: Selection) -> pd
     if pool.empty:
         return pd.DataFrame(columns=[*keys, selection.among, "score"])
     pool = pool.sort_values([*keys, "_by", "_among"], ascending=[*([True] * len(keys)), False, True], kind="stable")
-    best = pool.groupby(list(keys), sort=True, dropna=False).head(1)
+    best = pool.groupby(list(keys), sort=True, dropna=False).head(1) if keys else pool.head(1)
     return best[[*keys, "_among", "_by"]].rename(columns={"_among": selection.among, "_by": "score"}).reset_index(
         drop=True)
 
 
 def keep_chosen(frame: pd.DataFrame, keys: Sequence[str], selection: Selection) -> pd.DataFrame:
-    """The runs of `frame` at their group's chosen value (every seed), dropping the grid's other values."""
+    """The runs of `frame` at their group's chosen value (every seed), dropping the grid's other values; a group
+    with no validation score at the selection seed (no validation split) is kept whole."""
     choice = chosen(frame, keys, selection)
     values = column(frame, selection.among)
     merged = frame.assign(_among=values).merge(choice.rename(columns={selection.among: "_chosen"}), how="left",
                                                on=list(keys))
-    keep = (merged["_among"] == merged["_chosen"]).to_numpy()
+    keep = ((merged["_among"] == merged["_chosen"]) | merged["_chosen"].isna()).to_numpy()
     return frame[keep]
