@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import cache
 from pathlib import Path
 
@@ -67,7 +67,7 @@ def check_value_types(cfg: DictConfig, overrides: Sequence[str]) -> None:
     overrides = expand_overrides(overrides)
     values = [(o.partition("=")[0].lstrip("+~"), o) for o in overrides if "=" in o]
     values = [(k, o) for k, o in values if "@" not in k and not k.startswith("hydra.")
-              and not OmegaConf.is_config(OmegaConf.select(cfg, k, default=None))]
+              and k in _leaves(cfg)]  # not a group choice (experiment=..., model=...) or a node
     if not any(isinstance(OmegaConf.select(cfg, k, default=None), str) for k, _ in values):
         return
     defaults = compose_config([o for o in overrides if o not in {v for _, v in values}])
@@ -75,6 +75,15 @@ def check_value_types(cfg: DictConfig, overrides: Sequence[str]) -> None:
         given, default = OmegaConf.select(cfg, key, default=None), OmegaConf.select(defaults, key, default=None)
         if isinstance(given, str) and isinstance(default, (int, float)) and not isinstance(default, bool):
             raise UserError(f"{key}={given} is not a number: {key} takes a number (default {default})")
+
+
+def _leaves(cfg: DictConfig) -> set[str]:
+    """Dotted keys of every value of `cfg` that is not itself a mapping (lists count as values)."""
+    def walk(node: dict, prefix: str) -> Iterator[str]:
+        for key, value in node.items():
+            yield from walk(value, f"{prefix}{key}.") if isinstance(value, dict) else (f"{prefix}{key}",)
+
+    return set(walk(OmegaConf.to_container(cfg, resolve=False), ""))
 
 
 def dataset_config(cfg: DictConfig, dataset: DictConfig) -> DictConfig:
