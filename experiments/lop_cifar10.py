@@ -1,6 +1,6 @@
 """Linear over-parameterization on CIFAR-10 (tables lop_cifar10 and lop_ablation).
 
-    python experiments/lop_cifar10.py [--small] [--jobs N] [--dry-run] [hydra overrides ...]
+    python experiments/lop_cifar10.py [--small] [--jobs N [--pin]] [--dry-run] [hydra overrides ...]
 
 Full settings: the sweeps of conf/experiment/lop_cifar10.yaml (ResNet-56 and VGG-16-BN; L1 and nuclear
 pruners at ratios 0.3/0.5/0.7/0.9; plain fine-tuning vs LOP with HRankPlus's 150-epoch recipe; 3 seeds) and
@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import queue
 import shlex
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,11 +94,17 @@ def has_row(rows: pd.DataFrame, lr: float, seed: int) -> bool:
     return bool(len(rows)) and bool(((column(rows, "extra.lr") == lr) & (rows["seed"].astype(int) == seed)).any())
 
 
-def run_arm(arm: Arm, dry_run: bool) -> None:
-    """Seed 0 over the lr grid, the lr chosen on the validation split, the other seeds at it."""
+def run_arm(arm: Arm, dry_run: bool, cpus: Sequence[str] = ()) -> None:
+    """Seed 0 over the lr grid, the lr chosen on the validation split, the other seeds at it (`cpus`: pin each
+    run to a free one of these CPUs, so that concurrent runs never share a core)."""
+    with _cpu(cpus) as cpu:
+        _run_arm(arm, dry_run, cpu)
+
+
+def _run_arm(arm: Arm, dry_run: bool, cpu: str | None) -> None:
     for lr in LR_GRID:
         if dry_run or not has_row(recorded(arm), lr, SEEDS[0]):
-            call(arm.config(lr, SEEDS[0]), dry_run)
+            call(arm.config(lr, SEEDS[0]), dry_run, cpu)
     if dry_run:
         print(f"  then seeds {SEEDS[1:]} at the lr of {LR_GRID} with the best seed-{SEEDS[0]} val_acc", flush=True)
         return
@@ -106,11 +114,27 @@ def run_arm(arm: Arm, dry_run: bool) -> None:
     print(f"{arm.label()[:2]}: lr {lr} chosen (val {float(best['score'].iloc[0]):.2f} %)", flush=True)
     for seed in SEEDS[1:]:
         if not has_row(recorded(arm), lr, seed):
-            call(arm.config(lr, seed), dry_run)
+            call(arm.config(lr, seed), dry_run, cpu)
 
 
-def call(overrides: list[str], dry_run: bool) -> None:
-    cmd = [sys.executable, "run.py", *overrides]
+FREE_CPUS: queue.SimpleQueue[str] = queue.SimpleQueue()
+
+
+@contextmanager
+def _cpu(cpus: Sequence[str]) -> Iterator[str | None]:
+    """A CPU of `cpus` that no other arm holds, for the duration (None: no pinning)."""
+    if not cpus:
+        yield None
+        return
+    cpu = FREE_CPUS.get()
+    try:
+        yield cpu
+    finally:
+        FREE_CPUS.put(cpu)
+
+
+def call(overrides: list[str], dry_run: bool, cpu: str | None = None) -> None:
+    cmd = [*(["taskset", "-c", cpu] if cpu is not None else []), sys.executable, "run.py", *overrides]
     print("+", shlex.join(cmd), flush=True)
     if not dry_run:
         subprocess.run(cmd, cwd=REPO, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -119,6 +143,7 @@ def call(overrides: list[str], dry_run: bool) -> None:
 def main() -> None:
     p: argparse.ArgumentParser = parser(__doc__.splitlines()[0])
     p.add_argument("--jobs", type=int, default=1, help="arms run at once (--small; one core each)")
+    p.add_argument("--pin", action="store_true", help="pin each concurrent run to its own CPU (taskset)")
     args = p.parse_args()
     if not args.small:
         sweep("lop_cifar10", args.overrides, args.dry_run)
@@ -127,8 +152,11 @@ def main() -> None:
         report(args.dry_run)
         return
     arms = small_arms(args.overrides)
+    cpus = [str(i) for i in range(args.jobs)] if args.pin and not args.dry_run else []
+    for cpu in cpus:
+        FREE_CPUS.put(cpu)
     with ThreadPoolExecutor(max_workers=1 if args.dry_run else args.jobs) as pool:
-        for future in [pool.submit(run_arm, arm, args.dry_run) for arm in arms]:
+        for future in [pool.submit(run_arm, arm, args.dry_run, cpus) for arm in arms]:
             future.result()
     report(args.dry_run)
 
