@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import pathlib
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import REPO, TINY
+from prunelab import pipeline
+from prunelab.errors import UserError
 from prunelab.record import RESULT_FIELDS, append_row, read_results
 from prunelab.record.__main__ import main as record_main
 
@@ -116,3 +123,119 @@ def test_the_run_key_is_found_behind_a_torn_line(tmp_path: Path) -> None:
     with path.open("a") as f:
         f.write("l1,resnet20,cifa")  # left by a writer that died mid-line (before whole-or-nothing writes)
     assert not append_row(path, make_row())
+
+
+# --- crash windows at the end of a run -------------------------------------------------------
+
+
+def killed_after(monkeypatch: pytest.MonkeyPatch, name: str, *, append: bool) -> None:
+    """The job dies right at `pipeline.append_row`: after appending its row (`append`) or before."""
+    real = pipeline.append_row
+
+    def die(*args, **kwargs):
+        if append:
+            real(*args, **kwargs)
+        raise KeyboardInterrupt(name)
+
+    monkeypatch.setattr(pipeline, "append_row", die)
+
+
+def test_killed_after_the_row_then_resumed_keeps_one_row(tiny_cfg, tmp_path: Path, monkeypatch) -> None:
+    with monkeypatch.context() as m:
+        killed_after(m, "after the append", append=True)
+        with pytest.raises(KeyboardInterrupt):
+            pipeline.run(tiny_cfg("method=l1"), tmp_path / "a")
+    record = pipeline.run(tiny_cfg("method=l1", "resume=true"), tmp_path / "b")
+    rows = read_results(tmp_path / "runs.csv")
+    assert len(rows) == 1 and rows[0]["timestamp"] == record["timestamp"] and not (tmp_path / "b").exists()
+
+
+def test_killed_before_the_row_then_resumed_in_its_run_dir_adds_the_row(tiny_cfg, tmp_path: Path,
+                                                                        monkeypatch) -> None:
+    run_dir = tmp_path / "run"  # a fixed hydra.run.dir
+    with monkeypatch.context() as m:
+        killed_after(m, "after metrics.json", append=False)
+        with pytest.raises(KeyboardInterrupt):
+            pipeline.run(tiny_cfg("method=l1"), run_dir)
+    assert (run_dir / "metrics.json").is_file() and not (tmp_path / "runs.csv").exists()
+    record = pipeline.run(tiny_cfg("method=l1", "resume=true"), run_dir)
+    rows = read_results(tmp_path / "runs.csv")
+    assert [r["timestamp"] for r in rows] == [record["timestamp"]]
+    assert record == json.loads((run_dir / "metrics.json").read_text())
+    pipeline.run(tiny_cfg("method=l1", "resume=true"), run_dir)  # once more: nothing added
+    assert len(read_results(tmp_path / "runs.csv")) == 1
+
+
+def test_killed_before_metrics_json_then_resumed_in_its_run_dir_records_once(tiny_cfg, tmp_path: Path,
+                                                                             monkeypatch) -> None:
+    real = pipeline.write_json_atomic
+
+    def die_at_metrics(path, obj):
+        if Path(path).name == "metrics.json":
+            raise KeyboardInterrupt("before metrics.json")
+        real(path, obj)
+
+    run_dir = tmp_path / "run"
+    with monkeypatch.context() as m:
+        m.setattr(pipeline, "write_json_atomic", die_at_metrics)
+        with pytest.raises(KeyboardInterrupt):
+            pipeline.run(tiny_cfg("method=l1"), run_dir)
+    record = pipeline.run(tiny_cfg("method=l1", "resume=true"), run_dir)
+    assert [r["timestamp"] for r in read_results(tmp_path / "runs.csv")] == [record["timestamp"]]
+
+
+def test_a_finished_run_dir_without_its_row_names_the_record_command(tiny_cfg, tmp_path: Path,
+                                                                     monkeypatch) -> None:
+    run_dir = tmp_path / "run"
+    with monkeypatch.context() as m:
+        killed_after(m, "after metrics.json", append=False)
+        with pytest.raises(KeyboardInterrupt):
+            pipeline.run(tiny_cfg("method=l1"), run_dir)
+    with pytest.raises(UserError, match="already holds a finished run") as err:
+        pipeline.run(tiny_cfg("method=l1", "seed=1"), run_dir)  # another config, same dir: refused
+    command = str(err.value).split("add it with ")[1].split()
+    assert command[:3] == ["python", "-m", "prunelab.record"]
+    assert record_main(command[3:]) == 0 and len(read_results(tmp_path / "runs.csv")) == 1
+    with pytest.raises(UserError) as again:  # now recorded: the refusal no longer suggests recording it
+        pipeline.run(tiny_cfg("method=l1", "seed=1"), run_dir)
+    assert "prunelab.record" not in str(again.value)
+
+
+# --- the command line: Ctrl-C, a resumed finished config ------------------------------------
+
+
+def run_py(tmp_path: Path, *args: str, before: str = "") -> subprocess.CompletedProcess:
+    """run.py with the tiny settings in a fresh process; `before`: Python run first (to simulate a fault)."""
+    where = [f"results.csv={tmp_path}/runs.csv", f"paths.baselines={tmp_path}/b", f"paths.checkpoints={tmp_path}/c"]
+    code = (f"import runpy, sys\n{before}\nsys.argv = sys.argv[1:]\n"
+            "runpy.run_path(sys.argv[0], run_name='__main__')")
+    return subprocess.run([sys.executable, "-c", code, "run.py", *TINY, "method=l1", *where, *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+
+
+CTRL_C_IN_TRAINING = """
+from prunelab import pipeline
+def interrupted(*args, **kwargs):
+    raise KeyboardInterrupt
+pipeline.fit = interrupted
+"""
+
+
+def test_ctrl_c_ends_with_one_line_saying_how_to_resume(tmp_path: Path) -> None:
+    done = run_py(tmp_path, f"hydra.run.dir={tmp_path}/run", before=CTRL_C_IN_TRAINING)
+    assert done.returncode == 130, done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    line = done.stderr.strip()
+    assert line.startswith("interrupted: resume with") and line.endswith("resume=true")
+    resumed = subprocess.run(shlex.split(line.split(": ", 2)[2]), cwd=REPO, capture_output=True, text=True,
+                             timeout=300, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(read_results(tmp_path / "runs.csv")) == 1
+
+
+def test_resuming_a_finished_config_leaves_no_empty_run_dir(tmp_path: Path) -> None:
+    assert run_py(tmp_path, f"hydra.run.dir={tmp_path}/first").returncode == 0
+    done = run_py(tmp_path, f"hydra.run.dir={tmp_path}/again", "resume=true")
+    assert done.returncode == 0, done.stderr
+    assert not (tmp_path / "again").exists() and (tmp_path / "first" / "metrics.json").is_file()
+    assert len(read_results(tmp_path / "runs.csv")) == 1
