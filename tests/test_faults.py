@@ -6,18 +6,27 @@ import errno
 import json
 import os
 import pathlib
+import pickle
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+from omegaconf import OmegaConf
+from PIL import Image
 
 from conftest import REPO, TINY
 from prunelab import pipeline
+from prunelab.config import dataset_config
+from prunelab.data import build_dataset
 from prunelab.errors import UserError
 from prunelab.record import RESULT_FIELDS, append_row, read_results
 from prunelab.record.__main__ import main as record_main
+from prunelab.train.baseline import cache_key
 
 
 def make_row(**values: object) -> dict:
@@ -239,3 +248,47 @@ def test_resuming_a_finished_config_leaves_no_empty_run_dir(tmp_path: Path) -> N
     assert done.returncode == 0, done.stderr
     assert not (tmp_path / "again").exists() and (tmp_path / "first" / "metrics.json").is_file()
     assert len(read_results(tmp_path / "runs.csv")) == 1
+
+
+# --- the dense baseline cache follows the data, not its tag ----------------------------------
+
+
+def write_cifar10(root: Path, labels_seed: int) -> None:
+    """A 6-file CIFAR-10 folder of 4 rows per file: the same images every time, labels drawn from `labels_seed`."""
+    images = np.random.default_rng(0).integers(0, 256, (6, 4, 3072), dtype=np.uint8)
+    labels = np.random.default_rng(labels_seed).integers(0, 10, (6, 4))
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    (root / "cifar-10-batches-py").mkdir(parents=True)
+    for name, data, y in zip(names, images, labels):
+        batch = {b"data": data, b"labels": y.tolist()}
+        (root / "cifar-10-batches-py" / name).write_bytes(pickle.dumps(batch))
+
+
+def baseline_key(tiny_cfg, root: Path) -> tuple[str, str]:
+    """(data tag, baseline cache key) of the CIFAR-10 folder at `root`."""
+    cfg = tiny_cfg("dataset=cifar10", f"dataset.root={root}", "device=cpu", tiny=False)
+    data = build_dataset(dataset_config(cfg, cfg.dataset), torch.device("cpu"))
+    return data.tag, cache_key(cfg, data)
+
+
+def test_a_same_size_dataset_with_other_labels_gets_another_baseline(tiny_cfg, tmp_path: Path) -> None:
+    write_cifar10(tmp_path / "old", labels_seed=1)
+    write_cifar10(tmp_path / "new", labels_seed=2)  # same images, same sizes, other labels
+    shutil.copytree(tmp_path / "old", tmp_path / "copy")  # the same data somewhere else
+    (old_tag, old), (new_tag, new), (_, copy) = (baseline_key(tiny_cfg, tmp_path / d) for d in ("old", "new", "copy"))
+    assert old_tag == new_tag == "cifar10[20/4]"
+    assert old != new and old == copy
+
+
+def test_image_folders_moved_between_classes_get_another_fingerprint(tmp_path: Path) -> None:
+    for split in ("train", "val"):
+        for label in ("cat", "dog"):
+            (tmp_path / split / label).mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (10, 10), (i, 0, 0)).save(tmp_path / split / label / f"{label}{i}.png")
+    cfg = OmegaConf.merge(OmegaConf.load(REPO / "conf" / "dataset" / "imagenet.yaml"),
+                          {"root": str(tmp_path), "num_classes": 2, "input_size": 8, "resize": 9, "num_workers": 0})
+    before = build_dataset(cfg, torch.device("cpu")).fingerprint
+    assert build_dataset(cfg, torch.device("cpu")).fingerprint == before
+    (tmp_path / "train" / "cat" / "cat0.png").rename(tmp_path / "train" / "dog" / "cat0.png")  # relabelled
+    assert build_dataset(cfg, torch.device("cpu")).fingerprint != before
