@@ -47,7 +47,7 @@ class DiskFull:
     def write(self, data) -> int:
         if self.room <= 0:
             raise OSError(errno.ENOSPC, "No space left on device")
-        taken = self.file.write(bytes(data[: self.room]))
+        taken = self.file.write(data[: self.room])
         self.room -= taken
         return taken
 
@@ -292,3 +292,79 @@ def test_image_folders_moved_between_classes_get_another_fingerprint(tmp_path: P
     assert build_dataset(cfg, torch.device("cpu")).fingerprint == before
     (tmp_path / "train" / "cat" / "cat0.png").rename(tmp_path / "train" / "dog" / "cat0.png")  # relabelled
     assert build_dataset(cfg, torch.device("cpu")).fingerprint != before
+
+
+# --- read-only folders and a full disk --------------------------------------------------------
+
+
+def deny_writes_in(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
+    """`os.access` says `folder` is read-only (as chmod would for a user other than root)."""
+    real_access = os.access
+
+    def access(path, mode, *args, **kwargs):
+        if Path(path).resolve() == folder.resolve() and mode & os.W_OK:
+            return False
+        return real_access(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "access", access)
+
+
+@pytest.mark.parametrize("key", ["paths.checkpoints", "paths.baselines", "hydra.run.dir"])
+def test_a_read_only_folder_is_one_line_before_training(tiny_cfg, tmp_path: Path, monkeypatch, key: str) -> None:
+    (tmp_path / "ro").mkdir()
+    run_dir = tmp_path / "ro" / "run" if key == "hydra.run.dir" else tmp_path / "run"
+    overrides = [] if key == "hydra.run.dir" else [f"{key}={tmp_path}/ro/{key}"]
+    deny_writes_in(monkeypatch, tmp_path / "ro")
+    trained = []
+    monkeypatch.setattr(pipeline, "fit", lambda *a, **k: trained.append(1))
+    with pytest.raises(UserError, match=rf"^{key}=.*: .*/ro is not a writable folder: make it writable or set {key}"):
+        pipeline.run(tiny_cfg("method=l1", *overrides), run_dir)
+    assert not trained and not (tmp_path / "runs.csv").exists()
+
+
+def test_a_full_disk_mid_run_is_one_line_and_resume_goes_on(tiny_cfg, tmp_path: Path, monkeypatch) -> None:
+    real_fdopen = os.fdopen
+    opened = []
+
+    def fdopen_on_a_full_disk(*args, **kwargs):  # checkpoints are written through os.fdopen: the third one fails
+        opened.append(1)
+        f = real_fdopen(*args, **kwargs)
+        return DiskFull(f, 100) if len(opened) > 2 else f
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "fdopen", fdopen_on_a_full_disk)
+        with pytest.raises(UserError) as err:
+            pipeline.run(tiny_cfg("method=l1"), tmp_path / "a")
+    message = str(err.value)
+    assert message.startswith(f"cannot write {tmp_path}/") and "(No space left on device): free space on its disk" in message
+    assert "set paths." in message and message.endswith("resume=true (it goes on from the last saved epoch)")
+    assert "\n" not in message and not (tmp_path / "runs.csv").exists()
+    assert not list(tmp_path.rglob("*.tmp"))  # no temporary file left behind
+    pipeline.run(tiny_cfg("method=l1", "resume=true"), tmp_path / "b")
+    assert len(read_results(tmp_path / "runs.csv")) == 1
+
+
+def test_a_failed_json_write_names_its_file(tmp_path: Path, monkeypatch) -> None:
+    target = tmp_path / "metrics.json"
+    real_open = pathlib.Path.open
+    monkeypatch.setattr(pathlib.Path, "open",
+                        lambda self, mode="r", *a, **k: DiskFull(real_open(self, mode, *a, **k), 3) if "x" in mode
+                        else real_open(self, mode, *a, **k))
+    with pytest.raises(OSError) as err:
+        pipeline.write_json_atomic(target, {"acc": 1.0})
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(target)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_of_a_run_in_a_read_only_folder_names_out(tiny_cfg, tmp_path: Path, monkeypatch, capsys) -> None:
+    from prunelab.export import main as export_main
+
+    pipeline.run(tiny_cfg("method=l1"), tmp_path / "run")
+    deny_writes_in(monkeypatch, tmp_path / "run")
+    assert export_main([str(tmp_path / "run"), "--format", "torchscript", "--repeats", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is not writable; give --out PATH" in err, err
+    (tmp_path / "elsewhere").mkdir()
+    out = tmp_path / "elsewhere" / "model.ts"
+    assert export_main([str(tmp_path / "run"), "--format", "torchscript", "--repeats", "1", "--out", str(out)]) == 0
+    assert out.is_file()

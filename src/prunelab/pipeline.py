@@ -32,6 +32,7 @@ from prunelab.record import (
     HistoryWriter, Mirror, append_row, check_appendable, device_name, git_sha, holds_run, open_mirror, utc_timestamp,
     write_json_atomic,
 )
+from prunelab.storage import check_writable, failed_writes
 from prunelab.train import checkpoint as ckpt
 from prunelab.train.baseline import Baseline, dense_baseline, digest
 from prunelab.train.distributed import World, init_world, pick_device
@@ -41,6 +42,7 @@ from prunelab.train.stage import Stage
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
 HISTORY_COLUMNS = ("phase", "epoch", "lr", "train_loss", "train_acc", "test_acc", "val_acc", "epoch_time_s")
+RESUME_AFTER_A_FAILED_WRITE = "; then run the same command with resume=true (it goes on from the last saved epoch)"
 NOT_PART_OF_A_RUN = ("resume", "logger", "results", "device", "paths", "measure")  # keys that do not change the numbers
 HYDRA_FILES = frozenset({".hydra", "run.log"})  # what Hydra writes into a run dir before the job starts
 
@@ -53,7 +55,15 @@ def run(cfg: DictConfig, run_dir: Path, command: str = "") -> dict[str, Any]:
     nothing else was written there; a run dir that holds a finished record is never reused.  The end of a run
     writes model.pt, then the config's `recorded.json`, then metrics.json, then the row: a job killed after
     `recorded.json` is finished, and its resume adds the row if it is missing (docs/design.md, "Result").
+    The folders it writes to are checked first; a write that fails later (a full disk) is one line naming the
+    file and the fix (`storage.py`).
     """
+    with failed_writes(_write_places(cfg, run_dir), then=RESUME_AFTER_A_FAILED_WRITE):
+        return _run(cfg, run_dir, command)
+
+
+def _run(cfg: DictConfig, run_dir: Path, command: str) -> dict[str, Any]:
+    """`run` without the translation of failed writes."""
     results_csv = Path(str(cfg.results.csv))
     done = _finished(cfg, results_csv)
     if done is not None:
@@ -61,6 +71,7 @@ def run(cfg: DictConfig, run_dir: Path, command: str = "") -> dict[str, Any]:
         return done
     _check_unused(run_dir, results_csv)
     check_appendable(results_csv)
+    _check_writable_folders(cfg, run_dir)
     world = init_world(str(cfg.device))
     device = pick_device(str(cfg.device), world)
     method = build_method(cfg.method)
@@ -107,6 +118,21 @@ def run(cfg: DictConfig, run_dir: Path, command: str = "") -> dict[str, Any]:
              record["base_params"], record["params"], 100 * record["params_reduction"], record["base_macs"],
              record["macs"], 100 * record["macs_reduction"], cfg.results.csv)
     return record
+
+
+def _write_places(cfg: DictConfig, run_dir: Path) -> dict[str, Path]:
+    """The config key of each place a run writes to (for the line that reports a failed write)."""
+    return {"hydra.run.dir": run_dir, "paths.checkpoints": Path(str(cfg.paths.checkpoints)),
+            "paths.baselines": Path(str(cfg.paths.baselines)), "results.csv": Path(str(cfg.results.csv))}
+
+
+def _check_writable_folders(cfg: DictConfig, run_dir: Path) -> None:
+    """Before training: the run dir, the checkpoint folder and (when a dense baseline is trained or read from the
+    cache) the baseline cache take new files."""
+    places = _write_places(cfg, run_dir)
+    uses_cache = not cfg.baseline.skip and not cfg.baseline.checkpoint
+    for key in ("hydra.run.dir", "paths.checkpoints", *(("paths.baselines",) if uses_cache else ())):
+        check_writable(places[key], key)
 
 
 def _latency(cfg: DictConfig, model: nn.Module, data, device: torch.device) -> dict[str, Any]:

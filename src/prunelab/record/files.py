@@ -94,17 +94,21 @@ def _write_all(f: Any, data: bytes) -> None:
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
     """Write `obj` as JSON to `path` so readers see the old file or the new one, never a part.
 
-    The text goes to a temporary file beside `path`, is fsynced, then renamed over `path`.
+    The text goes to a temporary file beside `path`, is fsynced, then renamed over `path`.  A write that
+    fails (a read-only folder, a full disk) raises an OSError naming `path` and leaves no temporary file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with tmp.open("x", encoding="utf-8") as f:
             json.dump(obj, f, indent=2)
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, str(path)) from err
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp.exists():  # an unlink of a missing file fails on a read-only file system
+            tmp.unlink()

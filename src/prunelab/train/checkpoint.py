@@ -29,20 +29,47 @@ def _umask() -> int:
     return mask
 
 
+class _KeepWriteError:
+    """A binary file whose write errors are kept: torch.save reports them as a RuntimeError without the cause."""
+
+    def __init__(self, file: Any) -> None:
+        self.file, self.error = file, None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
 def save_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """torch.save `payload` (plus a format tag) to `path` atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """torch.save `payload` (plus a format tag) to `path` atomically.  A write that fails (a read-only folder,
+    a full disk) raises an OSError naming `path`, and leaves the previous file and no temp file."""
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600: a shared baseline cache must stay readable
         with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **payload}, f)
+            sink = _KeepWriteError(f)
+            try:
+                torch.save({"format": FORMAT, **payload}, sink)
+            except RuntimeError:
+                if sink.error is None:
+                    raise
+                raise sink.error from None
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, str(path)) from err
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
 
 
 def load(path: Path, key: str = "baseline.checkpoint") -> dict[str, Any]:
