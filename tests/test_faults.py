@@ -368,3 +368,75 @@ def test_export_of_a_run_in_a_read_only_folder_names_out(tiny_cfg, tmp_path: Pat
     out = tmp_path / "elsewhere" / "model.ts"
     assert export_main([str(tmp_path / "run"), "--format", "torchscript", "--repeats", "1", "--out", str(out)]) == 0
     assert out.is_file()
+
+
+# --- messages that say what happened and what to do ------------------------------------------
+
+
+class ShellOnLoad:
+    """Pickles as a call of os.system: loading it unsafely would create the file `path`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (os.system, (f"touch {shlex.quote(str(self.path))}",))
+
+
+def test_an_unsafe_checkpoint_names_the_refused_call(tmp_path: Path) -> None:
+    from prunelab.train import checkpoint as ckpt
+
+    marker = tmp_path / "ran"
+    torch.save({"model": ShellOnLoad(marker)}, tmp_path / "crafted.pt")
+    with pytest.raises(UserError) as err:
+        ckpt.load(tmp_path / "crafted.pt")
+    message = str(err.value)
+    assert "loading it would call posix.system" in message and "nothing was run" in message
+    assert message.endswith("give a .pt file written by prunelab or torch.save") and "weights_only" not in message
+    assert not marker.exists()
+
+
+def test_a_corrupt_stage_checkpoint_under_resume_says_delete_it(tiny_cfg, tmp_path: Path) -> None:
+    cfg = tiny_cfg("method=l1")
+    pipeline.run(cfg, tmp_path / "a")
+    folder = Path(cfg.paths.checkpoints) / pipeline.run_key(cfg)
+    (folder / "finetune.pt").write_bytes(b"not a checkpoint")
+    (folder / "recorded.json").unlink()  # as if the job had been killed while training
+    with pytest.raises(UserError, match=r"resume: .*finetune\.pt cannot be read .*; delete it \(the stage starts "
+                                        r"over\) or run with resume=false$"):
+        pipeline.run(tiny_cfg("method=l1", "resume=true"), tmp_path / "b")
+
+
+def test_a_cifar10_label_out_of_range_says_the_file_is_not_cifar10(tiny_cfg, tmp_path: Path) -> None:
+    write_cifar10(tmp_path, labels_seed=1)
+    batch = tmp_path / "cifar-10-batches-py" / "data_batch_3"
+    raw = pickle.loads(batch.read_bytes())
+    raw[b"labels"][1] = 99
+    batch.write_bytes(pickle.dumps(raw))
+    with pytest.raises(UserError) as err:
+        baseline_key(tiny_cfg, tmp_path)
+    message = str(err.value)
+    assert message.startswith(f"{batch} has the label 99, outside the 10 classes (0-9) of CIFAR-10")
+    assert "not a CIFAR-10 batch" in message and "num_classes" not in message
+
+
+def test_timm_weights_offline_fail_at_once(monkeypatch, tmp_path: Path) -> None:
+    import timm
+    from huggingface_hub import constants
+
+    from prunelab.models import hub
+
+    calls = []
+    real_create = timm.create_model
+
+    def create(*args, **kwargs):
+        calls.append(constants.HF_HUB_OFFLINE)
+        return real_create(*args, **kwargs)
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(timm, "create_model", create)
+    monkeypatch.setattr(hub, "_reachable", lambda url: False)
+    with pytest.raises(UserError, match=r"model.pretrained=true: the weights of 'resnet18' are not in the Hugging "
+                                        r"Face cache .* cannot be reached \(offline\)"):
+        hub.build_hub("resnet18", 10, pretrained=True, source="timm")
+    assert calls == [True] and constants.HF_HUB_OFFLINE is False  # only the cache was asked; offline mode restored

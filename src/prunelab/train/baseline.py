@@ -110,6 +110,6 @@ def dense_baseline(cfg: DictConfig, data: Dataset, device: torch.device, world: 
                 ckpt.save_model(final, model, acc=result.acc_final, epochs=result.epochs, history=result.history)
                 (entry / "last.pt").unlink(missing_ok=True)
         barrier()
-    payload = ckpt.load(final, key="baseline cache")
+    payload = ckpt.load(final, key="baseline cache", fix=f"delete {entry} (the baseline is trained again)")
     ckpt.load_weights(model, payload["model"], final, key="baseline cache")
     return Baseline(model.eval(), float(payload["acc"]), int(payload["epochs"]), str(entry), data.tag)

@@ -9,7 +9,9 @@ never as pickled modules, so loading uses `weights_only=True`.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -72,21 +74,40 @@ def save_atomic(path: Path, payload: dict[str, Any]) -> None:
             Path(tmp).unlink(missing_ok=True)
 
 
-def load(path: Path, key: str = "baseline.checkpoint") -> dict[str, Any]:
-    """Load a checkpoint written by `save_atomic`, or a bare state dict; `key` names the config key in errors."""
+def load(path: Path, key: str = "baseline.checkpoint", fix: str = "give a .pt file written by prunelab or torch.save"
+         ) -> dict[str, Any]:
+    """Load a checkpoint written by `save_atomic`, or a bare state dict; `key` names the config key in errors and
+    `fix` says what to do about a file that cannot be read."""
     if not path.is_file():
         raise UserError(f"{key}: {path} does not exist: give the path of a .pt file written by prunelab")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about a foreign pickle protocol before refusing the file
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated file, not a torch file, unsafe pickle
-        reason = one_line(err)[:160] or "empty or truncated file"
-        raise UserError(f"{key}: {path} cannot be read ({type(err).__name__}: {reason}); give a .pt file written "
-                        "by prunelab or torch.save") from None
+        raise UserError(f"{key}: {path} cannot be read ({unreadable(err)}); {fix}") from None
     if not isinstance(payload, dict):
         raise UserError(f"{key}: {path} holds a {type(payload).__name__}, not a checkpoint or state dict")
     if payload.get("format") != FORMAT:  # a plain state dict, e.g. from another codebase
         return {"model": payload}
     return payload
+
+
+def unreadable(err: Exception, limit: int = 200) -> str:
+    """Why torch.load refused a file, in whole sentences: the call a crafted pickle would have made (nothing ran),
+    never torch's advice to load it with weights_only=False."""
+    text = one_line(err)
+    call = re.search(r"GLOBAL ([\w.]+)", text)
+    if call:
+        return f"loading it would call {call.group(1)}, which a checkpoint never does; refused, nothing was run"
+    if "Weights only load failed" in text:
+        detail = re.search(r"WeightsUnpickler error: (.*?)\.?\s*(?:Check the documentation|$)", text)
+        what = detail.group(1) if detail else "an unsupported pickle"
+        return f"not a checkpoint of tensors and plain values ({what}); refused, nothing was run"
+    if len(text) > limit:  # whole sentences only
+        cut = text.rfind(". ", 0, limit)
+        text = text[: cut + 1] if cut > 0 else text[: text.rfind(" ", 0, limit)] + " ..."
+    return f"{type(err).__name__}: {text or 'empty or truncated file'}"
 
 
 def load_weights(model: nn.Module, state: dict[str, torch.Tensor], path: Path, key: str) -> None:
