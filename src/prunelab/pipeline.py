@@ -53,8 +53,9 @@ def run(cfg: DictConfig, run_dir: Path, command: str = "") -> dict[str, Any]:
     Recorded once: resuming a config whose run finished (`resume=true`, a SLURM requeue) returns its record,
     appending it only if the results CSV lacks it, and removes the run dir Hydra made for the resumed job when
     nothing else was written there; a run dir that holds a finished record is never reused.  The end of a run
-    writes model.pt, then the config's `recorded.json`, then metrics.json, then the row: a job killed after
-    `recorded.json` is finished, and its resume adds the row if it is missing (docs/design.md, "Result").
+    writes model.pt, then the config's `recorded.json` (naming metrics.json), then metrics.json, then the row:
+    a job killed after metrics.json is finished, and its resume adds the row if it is missing (docs/design.md,
+    "Result").
     The folders it writes to are checked first; a write that fails later (a full disk) is one line naming the
     file and the fix (`storage.py`).
     """
