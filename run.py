@@ -35,6 +35,10 @@ def main(cfg: DictConfig) -> None:
             (run_dir / "error.txt").write_text(f"{err}\n")
             return
         sys.exit(2)
+    except KeyboardInterrupt:  # Ctrl-C: the epoch checkpoints are kept; one line instead of a traceback
+        again = command_line([*(a for a in sys.argv[1:] if not a.startswith("resume=")), "resume=true"])
+        print(f"interrupted: resume with the same overrides and resume=true: {again}", file=sys.stderr)
+        sys.exit(130)
 
 
 def check_overrides(args: list[str]) -> None:

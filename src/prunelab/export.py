@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -27,6 +28,7 @@ from prunelab.data.in_memory import random_like
 from prunelab.errors import UserError, cli
 from prunelab.evaluate import model_path, run_config
 from prunelab.measure.latency import inference_form
+from prunelab.storage import failed_writes
 from prunelab.train import checkpoint as ckpt
 
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.ts"}
@@ -54,6 +56,16 @@ def onnx_session(model: nn.Module, x: torch.Tensor, path: Path):  # noqa: ANN201
     return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
+def check_out(out: Path) -> None:
+    """One line naming --out when the file cannot be written where it would go (e.g. a run in a read-only folder)."""
+    folder = out.parent
+    if not folder.is_dir():
+        raise UserError(f"cannot write {out}: there is no folder {folder}; create it or give --out PATH in an "
+                        "existing folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write {out}: {folder} is not writable; give --out PATH in a folder you can write to")
+
+
 def export(target: Path, fmt: str = "onnx", out: Path | None = None, batch: int = 1, repeats: int = 20,
            tolerance: float = 1e-4) -> dict[str, Any]:
     """Write the deploy form of the run at `target` as `fmt`, check it and time it (module docstring)."""
@@ -63,12 +75,14 @@ def export(target: Path, fmt: str = "onnx", out: Path | None = None, batch: int 
     shape = tuple(random_like(dataset_config(cfg, cfg.dataset)).input_shape)
     model: nn.Module = inference_form(ckpt.model_from_payload(payload, path, key="export").float().eval(), shape)
     out = out or path.with_name(FORMATS[fmt])
+    check_out(out)
     x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         reference = model(x)
         torch_ms = median_ms(lambda: model(x), repeats)
     if fmt == "onnx":
-        session = onnx_session(model, x, out)
+        with failed_writes({"--out": out.parent}):
+            session = onnx_session(model, x, out)
         feed = {"images": x.numpy()}
         exported = torch.from_numpy(session.run(None, feed)[0])
         exported_ms = median_ms(lambda: session.run(None, feed), repeats)

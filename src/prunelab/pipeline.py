@@ -13,6 +13,7 @@ import copy
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +29,10 @@ from prunelab.measure.latency import configured_latency
 from prunelab.methods.base import Context, Method, build_method
 from prunelab.models import build_model, set_num_classes
 from prunelab.record import (
-    HistoryWriter, Mirror, append_row, check_appendable, device_name, git_sha, open_mirror, read_results, utc_timestamp,
+    HistoryWriter, Mirror, append_row, check_appendable, device_name, git_sha, holds_run, open_mirror, utc_timestamp,
     write_json_atomic,
 )
+from prunelab.storage import check_writable, failed_writes
 from prunelab.train import checkpoint as ckpt
 from prunelab.train.baseline import Baseline, dense_baseline, digest
 from prunelab.train.distributed import World, init_world, pick_device
@@ -40,23 +42,37 @@ from prunelab.train.stage import Stage
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
 HISTORY_COLUMNS = ("phase", "epoch", "lr", "train_loss", "train_acc", "test_acc", "val_acc", "epoch_time_s")
+RESUME_AFTER_A_FAILED_WRITE = "; then run the same command with resume=true (it goes on from the last saved epoch)"
 NOT_PART_OF_A_RUN = ("resume", "logger", "results", "device", "paths", "measure")  # keys that do not change the numbers
+HYDRA_FILES = frozenset({".hydra", "run.log"})  # what Hydra writes into a run dir before the job starts
 
 
 def run(cfg: DictConfig, run_dir: Path, command: str = "") -> dict[str, Any]:
     """Run the experiment `cfg` describes, write its record into `run_dir` and the results CSV.
 
     Recorded once: resuming a config whose run finished (`resume=true`, a SLURM requeue) returns its record,
-    appending it only if the results CSV lacks it; a run dir that holds a finished record is never reused.
+    appending it only if the results CSV lacks it, and removes the run dir Hydra made for the resumed job when
+    nothing else was written there; a run dir that holds a finished record is never reused.  The end of a run
+    writes model.pt, then the config's `recorded.json` (naming metrics.json), then metrics.json, then the row:
+    a job killed after metrics.json is finished, and its resume adds the row if it is missing (docs/design.md,
+    "Result").
+    The folders it writes to are checked first; a write that fails later (a full disk) is one line naming the
+    file and the fix (`storage.py`).
     """
+    with failed_writes(_write_places(cfg, run_dir), then=RESUME_AFTER_A_FAILED_WRITE):
+        return _run(cfg, run_dir, command)
+
+
+def _run(cfg: DictConfig, run_dir: Path, command: str) -> dict[str, Any]:
+    """`run` without the translation of failed writes."""
     results_csv = Path(str(cfg.results.csv))
     done = _finished(cfg, results_csv)
     if done is not None:
+        _remove_if_unused(run_dir)
         return done
-    if (run_dir / "metrics.json").exists():
-        raise UserError(f"{run_dir} already holds a finished run (metrics.json): start the run in a new directory "
-                        "(hydra.run.dir) or resume its config with resume=true")
+    _check_unused(run_dir, results_csv)
     check_appendable(results_csv)
+    _check_writable_folders(cfg, run_dir)
     world = init_world(str(cfg.device))
     device = pick_device(str(cfg.device), world)
     method = build_method(cfg.method)
@@ -92,10 +108,10 @@ def run(cfg: DictConfig, run_dir: Path, command: str = "") -> dict[str, Any]:
         record = _record(cfg, method, ctx, data.tag, baseline, count(model, data.input_shape), acc_compressed,
                          acc_final, trained, stages, device, world, run_dir, command)
         ckpt.save_model(run_dir / "model.pt", model, config=OmegaConf.to_container(cfg, resolve=True))
-        write_json_atomic(run_dir / "metrics.json", record)
-        _append(results_csv, record, run_dir)
         write_json_atomic(_marker(cfg), {"run_dir": record["run_dir"], "metrics": str(run_dir / "metrics.json"),
                                          "csv": str(results_csv), "timestamp": record["timestamp"]})
+        write_json_atomic(run_dir / "metrics.json", record)
+        _append(results_csv, record, run_dir)
         mirror.summary(record)
     log.info("%s: acc %.2f%% (%s %s), params %d -> %d (-%.1f%%), MACs %d -> %d (-%.1f%%); row added to %s",
              record["method"], acc_final, "reference" if "acc_reference" in ctx.extra else "dense",
@@ -103,6 +119,21 @@ def run(cfg: DictConfig, run_dir: Path, command: str = "") -> dict[str, Any]:
              record["base_params"], record["params"], 100 * record["params_reduction"], record["base_macs"],
              record["macs"], 100 * record["macs_reduction"], cfg.results.csv)
     return record
+
+
+def _write_places(cfg: DictConfig, run_dir: Path) -> dict[str, Path]:
+    """The config key of each place a run writes to (for the line that reports a failed write)."""
+    return {"hydra.run.dir": run_dir, "paths.checkpoints": Path(str(cfg.paths.checkpoints)),
+            "paths.baselines": Path(str(cfg.paths.baselines)), "results.csv": Path(str(cfg.results.csv))}
+
+
+def _check_writable_folders(cfg: DictConfig, run_dir: Path) -> None:
+    """Before training: the run dir, the checkpoint folder and (when a dense baseline is trained or read from the
+    cache) the baseline cache take new files."""
+    places = _write_places(cfg, run_dir)
+    uses_cache = not cfg.baseline.skip and not cfg.baseline.checkpoint
+    for key in ("hydra.run.dir", "paths.checkpoints", *(("paths.baselines",) if uses_cache else ())):
+        check_writable(places[key], key)
 
 
 def _latency(cfg: DictConfig, model: nn.Module, data, device: torch.device) -> dict[str, Any]:
@@ -128,22 +159,43 @@ def _finished(cfg: DictConfig, results_csv: Path) -> dict[str, Any] | None:
     note = json.loads(marker.read_text())
     metrics = Path(note["metrics"])
     if not metrics.is_file():
-        return None  # the finished run's folder is gone: run again
+        return None  # the finished run's folder is gone, or the job was killed before writing it: run again
     record = json.loads(metrics.read_text())
-    rows = read_results(results_csv) if results_csv.is_file() else []
-    if any(r["run_dir"] == record["run_dir"] and r["timestamp"] == record["timestamp"] for r in rows):
+    if _append(results_csv, record, metrics.parent):
+        log.info("resume: this config finished in %s; its record was added to %s", record["run_dir"], results_csv)
+    else:
         log.info("resume: this config finished in %s and is recorded in %s; nothing to do", record["run_dir"],
                  results_csv)
-    else:
-        _append(results_csv, record, metrics.parent)
-        log.info("resume: this config finished in %s; its record was added to %s", record["run_dir"], results_csv)
     return record
 
 
-def _append(results_csv: Path, record: dict[str, Any], run_dir: Path) -> None:
-    """append_row, with the way to record without retraining when the file cannot be written."""
+def _check_unused(run_dir: Path, results_csv: Path) -> None:
+    """A `UserError` when `run_dir` holds a finished run; it names the command that records it if the CSV lacks it."""
+    metrics = run_dir / "metrics.json"
+    if not metrics.exists():
+        return
+    fix = "start the run in a new directory (hydra.run.dir) or resume its config with resume=true"
     try:
-        append_row(results_csv, record)
+        record = json.loads(metrics.read_text())
+    except (OSError, ValueError):
+        record = None
+    if isinstance(record, dict) and not holds_run(results_csv, record):
+        fix += f"; its row is not in {results_csv}: add it with python -m prunelab.record {metrics} --csv {results_csv}"
+    raise UserError(f"{run_dir} already holds a finished run (metrics.json): {fix}")
+
+
+def _remove_if_unused(run_dir: Path) -> None:
+    """Delete `run_dir` when it holds only what Hydra wrote before the job started (nothing of a run)."""
+    if (run_dir.is_dir() and run_dir.resolve() != Path.cwd().resolve()
+            and {p.name for p in run_dir.iterdir()} <= HYDRA_FILES):
+        shutil.rmtree(run_dir)
+
+
+def _append(results_csv: Path, record: dict[str, Any], run_dir: Path) -> bool:
+    """append_row (False when the CSV already holds the run), with the way to record without retraining when
+    the file cannot be written."""
+    try:
+        return append_row(results_csv, record)
     except OSError as err:
         raise UserError(f"results.csv: cannot append to {results_csv} ({err}); the run's record is in "
                         f"{run_dir / 'metrics.json'}: add it with python -m prunelab.record {run_dir / 'metrics.json'} "

@@ -78,6 +78,12 @@ class Dataset(ABC):
         lengths may differ by one), so evaluation counts summed over ranks are exact.
         """
 
+    @property
+    @abstractmethod
+    def fingerprint(self) -> str:
+        """A hash of the data itself, computed once: datasets with the same tag (name and sizes) but other
+        images or labels have different fingerprints, so a cache keyed by it is never reused across them."""
+
     classes: tuple[int, ...] | None = None  # the original labels kept (dataset.classes), None: all
     resolution: int | None = None  # the side batches are resized to (dataset.resolution), None: not resized
 

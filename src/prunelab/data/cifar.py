@@ -36,6 +36,8 @@ class Layout:
     train: tuple[str, ...]
     test: tuple[str, ...]
     label_key: str
+    title: str  # how errors name the dataset
+    num_classes: int  # labels are 0 .. num_classes - 1
     torchvision_class: str  # used only to download
 
 
@@ -45,6 +47,8 @@ LAYOUTS = {
         train=tuple(f"data_batch_{i}" for i in range(1, 6)),
         test=("test_batch",),
         label_key="labels",
+        title="CIFAR-10",
+        num_classes=10,
         torchvision_class="CIFAR10",
     ),
     "cifar100": Layout(
@@ -52,6 +56,8 @@ LAYOUTS = {
         train=("train",),
         test=("test",),
         label_key="fine_labels",
+        title="CIFAR-100",
+        num_classes=100,
         torchvision_class="CIFAR100",
     ),
 }
@@ -72,8 +78,9 @@ class SafeUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def read_batch(path: Path, label_key: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """One batch file as uint8 images (N, 3, 32, 32) and int64 labels (N,)."""
+def read_batch(path: Path, label_key: str, layout: Layout | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch file as uint8 images (N, 3, 32, 32) and int64 labels (N,); with `layout`, labels outside its
+    classes are refused (the file is not of that dataset)."""
     try:
         with path.open("rb") as f:
             raw = SafeUnpickler(f, encoding="bytes").load()
@@ -86,12 +93,19 @@ def read_batch(path: Path, label_key: str) -> tuple[torch.Tensor, torch.Tensor]:
             f"{path} is not a CIFAR python batch (uint8 'data' of N x 3072 and N '{label_key}'): "
             "replace it with the official file"
         )
-    return torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()), torch.as_tensor(labels, dtype=torch.int64)
+    labels = torch.as_tensor(labels, dtype=torch.int64)
+    if layout is not None and len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < layout.num_classes:
+        bad = next(int(y) for y in labels if not 0 <= y < layout.num_classes)
+        raise UserError(
+            f"{path} has the label {bad}, outside the {layout.num_classes} classes (0-{layout.num_classes - 1}) of "
+            f"{layout.title}: the file is not a {layout.title} batch; replace it with the official file"
+        )
+    return torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()), labels
 
 
-def read_batches(folder: Path, files: tuple[str, ...], label_key: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The batch `files` in `folder`, concatenated in order."""
-    images, labels = zip(*(read_batch(folder / name, label_key) for name in files))
+def read_batches(folder: Path, files: tuple[str, ...], layout: Layout) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch `files` of `layout` in `folder`, concatenated in order."""
+    images, labels = zip(*(read_batch(folder / name, layout.label_key, layout) for name in files))
     return torch.cat(images), torch.cat(labels)
 
 
@@ -135,6 +149,6 @@ def build(cfg: DictConfig, device: torch.device) -> InMemoryDataset:
             f"and {root}; set dataset.root=PATH to a folder containing '{layout.folder}', "
             f"or dataset.download=true to download it there"
         )
-    train = read_batches(folder, layout.train, layout.label_key)
-    test = read_batches(folder, layout.test, layout.label_key)
+    train = read_batches(folder, layout.train, layout)
+    test = read_batches(folder, layout.test, layout)
     return InMemoryDataset.from_config(cfg, train, test, device)

@@ -20,7 +20,9 @@ the training Subset is exactly `range(min(len, limit_train))`, as without the ke
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -158,6 +160,21 @@ class FolderDataset(Dataset):
                 self.splits[split] = Subset(train.dataset, [train.indices[i] for i in chosen.tolist()])
         self.num_train, self.num_test = len(self.splits["train"]), len(self.splits["test"])
         self.num_val = len(self.splits["val"]) if "val" in self.splits else 0
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """blake2b of the file list: per split, each image's path below its split folder (class folder
+        included) and its label.  Moving images between classes or swapping the set changes it; a file
+        overwritten in place by another of the same name does not (hashing ImageNet's bytes takes minutes)."""
+        h = hashlib.blake2b(digest_size=16)
+        for split in sorted(self.splits):
+            subset = self.splits[split]
+            folder, start = subset.dataset, len(subset.dataset.root)
+            h.update(f"{split}\n".encode())
+            for i in subset.indices:
+                path, label = folder.samples[i]
+                h.update(f"{path[start:]}\t{label}\n".encode())
+        return h.hexdigest()
 
     def _split(self, path: Path, limit: int | None) -> Subset:
         """The first `limit` (image, label) pairs of the ImageFolder at `path`, in its sorted file order."""

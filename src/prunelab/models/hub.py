@@ -2,10 +2,18 @@
 
 `source: auto` takes torchvision's model of that name if there is one, else timm's.
 Pretrained weights are downloaded by the library (cached in TORCH_HOME / HF_HOME); on a
-machine without internet a missing cache is reported as one line with the fix.
+machine without internet a missing cache is reported as one line with the fix.  timm's
+weights are looked up in the Hugging Face cache first with the hub offline; only when they
+are not there is the hub contacted, after one quick reachability check (huggingface_hub
+itself retries for a minute or more before it gives up on a machine without network).
 """
 
 from __future__ import annotations
+
+import contextlib
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
 
 from torch import nn
 
@@ -68,6 +76,52 @@ def gap_linear_head(model: nn.Module, num_classes: int) -> None:
 
 
 HEADS = ("keep", "gap_linear")
+REACHABLE_TIMEOUT_S = 5
+
+
+@contextlib.contextmanager
+def _hub_offline() -> Iterator[None]:
+    """huggingface_hub in offline mode (the cache only, no request) inside the block."""
+    from huggingface_hub import constants
+
+    offline = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = offline
+
+
+def _reachable(url: str) -> bool:
+    """Whether `url` answers at all (any HTTP status) within REACHABLE_TIMEOUT_S, through the environment's proxy."""
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=REACHABLE_TIMEOUT_S).close()
+    except urllib.error.HTTPError:
+        return True
+    except (urllib.error.URLError, OSError):
+        return False
+    return True
+
+
+def _timm_model(name: str, num_classes: int, pretrained: bool) -> nn.Module:
+    """timm's model; pretrained weights from the Hugging Face cache, else downloaded if the hub can be reached."""
+    import timm
+    from huggingface_hub import constants
+
+    if not pretrained:
+        return timm.create_model(name, num_classes=num_classes)
+    try:
+        with _hub_offline():
+            return timm.create_model(name, pretrained=True, num_classes=num_classes)
+    except FileNotFoundError:  # huggingface_hub's LocalEntryNotFoundError: not in the cache
+        if constants.HF_HUB_OFFLINE or not _reachable(constants.ENDPOINT):
+            raise UserError(
+                f"model.pretrained=true: the weights of '{name}' are not in the Hugging Face cache "
+                f"({constants.HF_HUB_CACHE}) and {constants.ENDPOINT} cannot be reached (offline); download them on a "
+                f"machine with internet (timm.create_model('{name}', pretrained=True)) and copy the cache, point HF_HOME "
+                "at it, or set model.pretrained=false"
+            ) from None
+    return timm.create_model(name, pretrained=True, num_classes=num_classes)
 
 
 def build_hub(name: str, num_classes: int, pretrained: bool = False, source: str = "auto",
@@ -96,9 +150,7 @@ def build_hub(name: str, num_classes: int, pretrained: bool = False, source: str
                 elif classifier_of(model).out_features != num_classes:  # ImageNet itself keeps the trained head
                     replace_head(model, num_classes)
         else:
-            import timm
-
-            model = timm.create_model(name, pretrained=pretrained, num_classes=num_classes)
+            model = _timm_model(name, num_classes, pretrained)
     except (OSError, RuntimeError, ValueError) as exc:  # download and cache failures
         if not pretrained:
             raise

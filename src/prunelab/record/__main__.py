@@ -3,7 +3,8 @@
     python -m prunelab.record RUN_DIR/metrics.json --csv results/runs.csv
 
 For a run whose own append failed (a full disk, a read-only folder): the row is checked and appended
-exactly as the run would have appended it (locked; the header must be current).
+exactly as the run would have appended it (locked; the header must be current).  A run already in the
+CSV (same run_dir and timestamp) is not added again: running the command twice leaves one row.
 """
 
 from __future__ import annotations
@@ -30,8 +31,11 @@ def main(argv: list[str]) -> int:
             record = json.loads(args.metrics.read_text())
         except json.JSONDecodeError as err:
             raise UserError(f"{args.metrics} is not JSON ({err})") from None
-        append_row(args.csv, record)
-        print(f"{args.metrics}: row added to {args.csv}")
+        if append_row(args.csv, record):
+            print(f"{args.metrics}: row added to {args.csv}")
+        else:
+            print(f"{args.metrics}: already recorded in {args.csv} (run_dir {record['run_dir']}, timestamp "
+                  f"{record['timestamp']}); nothing added")
 
     return cli(body)
 

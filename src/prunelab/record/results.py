@@ -2,7 +2,10 @@
 
 Every writer takes an exclusive lock on ``<csv>.lock`` and appends its whole row in one
 fsynced write, so rows from parallel multirun or SLURM jobs are never lost, duplicated or
-interleaved.  Columns are `RESULT_FIELDS`, in that order.
+interleaved; a write that fails (a full disk) leaves the file as it was.  A run's row is
+known by its key, `run_dir` and `timestamp` (`RUN_KEY`): appending a row whose key the file
+already holds adds nothing, so recording a run twice (a resumed job, `prunelab.record` run
+again) leaves one row.  Columns are `RESULT_FIELDS`, in that order.
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ from typing import Any
 from filelock import FileLock
 
 from prunelab.errors import UserError
-from prunelab.record.files import append_csv_line, check_header, csv_line, parse_line
+from prunelab.record.files import append_csv_line, check_header, csv_line, format_value, parse_line
 from prunelab.record.schema import FLOAT_FIELDS, INT_FIELDS, RESULT_FIELDS
 
 DEFAULT_RESULTS_CSV = "results/runs.csv"  # config key: results.csv
+RUN_KEY = ("run_dir", "timestamp")  # the columns that identify one finished run
 
 
 def _checked(field: str, value: Any) -> Any:
@@ -34,12 +38,14 @@ def _checked(field: str, value: Any) -> Any:
     return value
 
 
-def append_row(csv_path: str | os.PathLike[str], row: Mapping[str, Any]) -> None:
-    """Append `row` (exactly the keys of `RESULT_FIELDS`) to the results CSV at `csv_path`.
+def append_row(csv_path: str | os.PathLike[str], row: Mapping[str, Any]) -> bool:
+    """Append `row` (exactly the keys of `RESULT_FIELDS`) to the results CSV at `csv_path`, unless the file
+    already holds a row with its `RUN_KEY`; returns whether the row was added.
 
     Creates the file (with its header) and its parent folders if needed.  Raises a
     `UserError` for missing or unknown keys, a value of the wrong type, or an existing file
-    whose header differs (the file is never rewritten).
+    whose header differs (the file is never rewritten).  A row without a key (empty
+    `run_dir` or `timestamp`) is always appended.
     """
     missing = [f for f in RESULT_FIELDS if f not in row]
     unknown = sorted(set(row) - set(RESULT_FIELDS))
@@ -48,11 +54,27 @@ def append_row(csv_path: str | os.PathLike[str], row: Mapping[str, Any]) -> None
             f"result row: missing keys [{', '.join(missing)}], unknown keys [{', '.join(unknown)}]; "
             "a row has exactly the columns of prunelab.record.schema.RESULT_FIELDS"
         )
-    line = csv_line(_checked(f, row[f]) for f in RESULT_FIELDS)
+    values = [_checked(f, row[f]) for f in RESULT_FIELDS]
     path = Path(csv_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(f"{path}.lock"):
-        append_csv_line(path, RESULT_FIELDS, line)
+        if holds_run(path, row):
+            return False
+        append_csv_line(path, RESULT_FIELDS, csv_line(values))
+    return True
+
+
+def holds_run(csv_path: str | os.PathLike[str], row: Mapping[str, Any]) -> bool:
+    """Whether the results CSV at `csv_path` has a row with the `RUN_KEY` of `row` (False for a row without one).
+
+    Reads the cells as text, so a line torn by an older writer does not stop the search."""
+    key = [format_value(row.get(f)) for f in RUN_KEY]
+    path = Path(csv_path)
+    if "" in key or not path.is_file():
+        return False
+    at = [RESULT_FIELDS.index(f) for f in RUN_KEY]
+    with path.open(newline="", encoding="utf-8") as f:
+        return any(len(cells) == len(RESULT_FIELDS) and [cells[i] for i in at] == key for cells in csv.reader(f))
 
 
 def check_appendable(csv_path: str | os.PathLike[str]) -> None:

@@ -2,8 +2,10 @@
 
 Every point of a sweep that shares those four starts from the same weights, which is
 what makes pruning results comparable (Blalock et al. 2020).  The cache entry is named
-by a hash of the model config, the data actually loaded (its tag and transform keys, not
-its path), the baseline recipe and the seed.  Training resumes from its own epoch
+by a hash of the model config, the data actually loaded (its tag, the fingerprint of its
+contents, `Dataset.fingerprint`, and its transform keys, not its path), the baseline recipe
+and the seed: a dataset folder replaced by a copy of the same size with other images or
+labels trains a new baseline, the same data moved elsewhere reuses it.  Training resumes from its own epoch
 checkpoint, and a file lock makes concurrent sweep jobs wait for one training instead
 of repeating it.  `baseline.checkpoint=PATH` loads weights instead of training.
 """
@@ -57,7 +59,7 @@ def cache_key(cfg: DictConfig, data: Dataset, dataset_cfg: DictConfig | None = N
     dataset = {k: v for k, v in OmegaConf.to_container(dataset_cfg, resolve=True).items() if k not in DATA_KEYS_IGNORED}
     parts = {
         "model": OmegaConf.to_container(cfg.model, resolve=True),
-        "data": [data.tag, dataset],
+        "data": [data.tag, data.fingerprint, dataset],
         "recipe": OmegaConf.to_container(cfg.baseline.trainer, resolve=True),
         "seed": int(cfg.seed),
     }
@@ -108,6 +110,6 @@ def dense_baseline(cfg: DictConfig, data: Dataset, device: torch.device, world: 
                 ckpt.save_model(final, model, acc=result.acc_final, epochs=result.epochs, history=result.history)
                 (entry / "last.pt").unlink(missing_ok=True)
         barrier()
-    payload = ckpt.load(final, key="baseline cache")
+    payload = ckpt.load(final, key="baseline cache", fix=f"delete {entry} (the baseline is trained again)")
     ckpt.load_weights(model, payload["model"], final, key="baseline cache")
     return Baseline(model.eval(), float(payload["acc"]), int(payload["epochs"]), str(entry), data.tag)

@@ -241,7 +241,7 @@ def _evaluate(model: nn.Module, loader, device: torch.device, speed: Speed, reci
 
 def _restore(path: Path, fingerprint: str, state: TrainState, callbacks: Sequence[Callback], result: FitResult) -> None:
     """Load model, optimizer, callbacks and history from the epoch checkpoint at `path`."""
-    payload = ckpt.load(path, key="resume")
+    payload = ckpt.load(path, key="resume", fix="delete it (the stage starts over) or run with resume=false")
     if payload.get("fingerprint") != fingerprint or payload.get("phase") != state.phase:
         raise UserError(
             f"resume: {path} was written by a different configuration or stage; "
