@@ -227,7 +227,8 @@ def test_committed_tables_are_current() -> None:
     committed = ROOT / "results" / "tables"
     if not any(committed.glob("*.md")):
         pytest.skip("no committed tables yet: run `python -m prunelab.report` and commit results/tables")
-    outputs = build_report(find_result_csvs(ROOT / "results"), PAPER_CSV, TABLES, plots=False)
+    outputs = build_report(find_result_csvs(ROOT / "results"), PAPER_CSV, TABLES, plots=False,
+                           claims_dir=ROOT / "conf" / "claims")
     stale = [name for name, content in outputs.items()
              if not (ROOT / "results" / name).is_file() or (ROOT / "results" / name).read_bytes() != content]
     assert not stale, f"stale tables {stale}: run `python -m prunelab.report` and commit results/tables"
@@ -307,6 +308,7 @@ def test_a_learning_rate_chosen_on_validation_and_the_paired_gain(tmp_path: Path
     table = spec(group_by=("extra.lr",), select=Selection("extra.lr", "extra.acc_val", 0))
     summary = summarize(runs_of(tmp_path, rows), table, paper).set_index("method")
     assert summary.loc["l1", "extra.lr"] == "0.1" and summary.loc["l1", "acc"] == pytest.approx(52.0)
+    assert summary.loc["l1", "val"] == pytest.approx(61.0 / 3)  # the validation accuracy, mean over the seeds
     assert summary.loc["lop(l1)", "extra.lr"] == "0.01" and summary.loc["lop(l1)", "seeds"] == 3
     assert summary.loc["lop(l1)", "gain"] == pytest.approx(1.0)
     half = T975_2 * 1.0 / 3 ** 0.5  # differences 1, 3, -1: mean 1, std 2

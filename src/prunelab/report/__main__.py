@@ -1,7 +1,8 @@
 """`python -m prunelab.report [CSV ...] [--results-dir results] [--out results]`.
 
 Reads every results CSV under --results-dir (plus the CSVs given), and writes the paper tables
-to <out>/tables/<table>.md and .tex and their plots to <out>/plots/.  Bad input is reported as
+to <out>/tables/<table>.md and .tex, their plots to <out>/plots/ and the claims' verdict page to
+<out>/claims.md.  Bad input is reported as
 one line (file, line, column) with exit status 2, and nothing is written.
 """
 
@@ -24,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results-dir", type=Path, default=Path("results"), help="where results CSVs are found")
     parser.add_argument("--out", type=Path, default=Path("results"), help="where tables/ and plots/ are written")
     parser.add_argument("--tables", type=Path, default=Path("conf/tables"), help="folder of table configs")
+    parser.add_argument("--claims", type=Path, default=Path("conf/claims"), help="folder of claim configs "
+                        "(the verdict page <out>/claims.md)")
     parser.add_argument("--paper-numbers", type=Path, help=f"default: <results-dir>/{PAPER_NUMBERS}")
     args = parser.parse_args(argv)
     csvs = [*find_result_csvs(args.results_dir), *args.csvs]
@@ -32,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
               "(run an experiment first, or pass --results-dir or CSV paths)", file=sys.stderr)
         return 2
     try:
-        outputs = build_report(csvs, args.paper_numbers or args.results_dir / PAPER_NUMBERS, args.tables)
+        outputs = build_report(csvs, args.paper_numbers or args.results_dir / PAPER_NUMBERS, args.tables,
+                               claims_dir=args.claims)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -5,14 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from prunelab.errors import UserError
+from prunelab.report.claims import load_claims, render_claims
 from prunelab.report.frame import load_paper_numbers, load_results
 from prunelab.report.plots import png_bytes, table_figures
 from prunelab.report.spec import load_table_specs
 from prunelab.report.tables import render_latex, render_markdown, summarize
 
 
-def build_report(result_csvs: list[Path], paper_csv: Path, tables_dir: Path, plots: bool = True) -> dict[str, bytes]:
-    """Every table (.md, .tex) and plot (.png), as paths relative to the output dir -> bytes.
+def build_report(result_csvs: list[Path], paper_csv: Path, tables_dir: Path, plots: bool = True,
+                 claims_dir: Path | None = None) -> dict[str, bytes]:
+    """Every table (.md, .tex) and plot (.png), and with `claims_dir` the verdict page (claims.md), as paths
+    relative to the output dir -> bytes.
 
     Loads and validates all inputs before rendering anything, so a bad CSV or config raises
     a `UserError` and nothing is produced.
@@ -20,6 +23,7 @@ def build_report(result_csvs: list[Path], paper_csv: Path, tables_dir: Path, plo
     runs = load_results(result_csvs)
     paper = load_paper_numbers(paper_csv)
     specs = load_table_specs(tables_dir, set(paper["key"]))
+    claims = load_claims(claims_dir) if claims_dir is not None and claims_dir.is_dir() else []
     if not specs:
         raise UserError(f"{tables_dir}: no table configs (*.yaml)")
     outputs: dict[str, bytes] = {}
@@ -30,4 +34,6 @@ def build_report(result_csvs: list[Path], paper_csv: Path, tables_dir: Path, plo
         outputs[f"tables/{spec.name}.tex"] = render_latex(summary, spec).encode()
         for stem, figure in table_figures(summary, spec, paper) if plots else ():
             outputs[f"plots/{stem}.png"] = png_bytes(figure)
+    if claims:
+        outputs["claims.md"] = render_claims(claims, runs).encode()
     return outputs

@@ -48,9 +48,11 @@ def chosen(frame: pd.DataFrame, keys: Sequence[str], selection: Selection) -> pd
 def keep_chosen(frame: pd.DataFrame, keys: Sequence[str], selection: Selection) -> pd.DataFrame:
     """The runs of `frame` at their group's chosen value (every seed), dropping the grid's other values; a group
     with no validation score at the selection seed (no validation split) is kept whole."""
-    choice = chosen(frame, keys, selection)
+    choice = chosen(frame, keys, selection).rename(columns={selection.among: "_chosen"})
     values = column(frame, selection.among)
-    merged = frame.assign(_among=values).merge(choice.rename(columns={selection.among: "_chosen"}), how="left",
-                                               on=list(keys))
+    if not keys:  # one group: its chosen value, if any
+        best = choice["_chosen"].iloc[0] if len(choice) else None
+        return frame if best is None else frame[(values == best).to_numpy()]
+    merged = frame.assign(_among=values).merge(choice, how="left", on=list(keys))
     keep = ((merged["_among"] == merged["_chosen"]) | merged["_chosen"].isna()).to_numpy()
     return frame[keep]

@@ -54,6 +54,7 @@ COLUMN_LABELS: dict[str, str] = {
     "gap_acc": "gap acc pp",
     "acc_compressed": "acc pruned %",
     "acc_best": "acc best %",
+    "val": "val acc %",
     "base_acc": "base acc %",
     "paper_base_acc": "paper base %",
     "delta": "Δ acc pp",

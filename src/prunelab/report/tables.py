@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 from prunelab.report.frame import QUALIFIERS, extra_values
-from prunelab.report.selection import keep_chosen
+from prunelab.report.selection import column, keep_chosen
 from prunelab.report.spec import COLUMN_LABELS, TableSpec
 from prunelab.stats import paired
 
@@ -92,6 +92,7 @@ def select_runs(runs: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
     frame = frame[keep].copy()
     frame["recipe"] = recipe_labels(frame)
     frame["acc"] = frame["acc_final"]
+    frame["val"] = column(frame, "extra.acc_val")
     frame["delta"] = frame["acc_final"] - frame["base_acc"]
     params, macs = frame[spec.params].astype("float64"), frame["macs"].astype("float64")
     if spec.counts == "nominal":  # e.g. LRPET: every layer at its planned rank, as its README counts
@@ -131,6 +132,7 @@ def _group_stats(runs: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
         runs=("seed", "size"),
         acc=("acc", "mean"),
         acc_std=("acc", "std"),
+        val=("val", "mean"),
         acc_compressed=("acc_compressed", "mean"),
         acc_compressed_std=("acc_compressed", "std"),
         acc_best=("acc_best", "mean"),
@@ -278,6 +280,7 @@ _FORMATS: dict[str, Callable[[pd.Series], str]] = {
     "acc": lambda r: _mean_std(r["acc"], r["acc_std"]),
     "acc_compressed": lambda r: _mean_std(r["acc_compressed"], r["acc_compressed_std"]),
     "acc_best": lambda r: _num(r["acc_best"], 2),
+    "val": lambda r: _num(r["val"], 2),
     "base_acc": lambda r: _num(r["base_acc"], 2),
     "delta": lambda r: _num(r["delta"], 2, signed=True),
     "gain": lambda r: _num(r["gain"], 2, signed=True),
@@ -304,7 +307,7 @@ def _display_columns(spec: TableSpec) -> list[str]:
 
 
 # the default (compact) view: these of a table's columns, the measured speed-up, and a setup footnote
-COMPACT = ("method", "model", "dataset", "target", "acc", "acc_compressed", "gain", "gain_ci", "paper_acc", "delta",
+COMPACT = ("method", "model", "dataset", "target", "val", "acc", "acc_compressed", "gain", "gain_ci", "paper_acc", "delta",
            "params_red", "macs_red")
 SETUP = ("recipe", "data", "device", "git")
 
