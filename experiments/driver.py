@@ -4,16 +4,33 @@ Every driver runs `python run.py -m experiment=<name>` (the sweep lives in the e
 config's `hydra.sweeper.params`), appends its rows to results/runs/<name>.csv and calls
 `python -m prunelab.report`.  `--small` swaps in settings that finish on a laptop CPU:
 the CIFAR-10 subset in ../shared/data (no download) and a few short epochs.
+
+Comparisons whose arms train different parametrisations run as `Arm`s (`run_arms`): each arm picks its
+fine-tuning lr from `LR_GRID` on the validation split (seed 0 runs the grid, the best validation accuracy
+wins, the other seeds run at it; prunelab.report.selection is the rule the tables apply too), and a config
+whose row is already in its results CSV is skipped, so a study resumes from the committed rows.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import queue
 import shlex
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+
+import pandas as pd
+
+from prunelab.config import compose_config
+from prunelab.methods.base import build_method
+from prunelab.report import load_results
+from prunelab.report.selection import Selection, chosen, column
 
 REPO = Path(__file__).resolve().parents[1]
 SUBSET = "../shared/data/cifar-10-subset"  # relative to the repository root, where run.py runs
@@ -72,7 +89,111 @@ def report(dry_run: bool = False) -> None:
     _call([sys.executable, "-m", "prunelab.report"], dry_run)
 
 
-def _call(cmd: list[str], dry_run: bool) -> None:
+def _call(cmd: list[str], dry_run: bool, env: dict[str, str] | None = None) -> None:
     print("+", shlex.join(cmd), flush=True)
     if not dry_run:
-        subprocess.run(cmd, cwd=REPO, check=True)
+        subprocess.run(cmd, cwd=REPO, check=True, env=env)
+
+
+LR_GRID = (0.01, 0.03, 0.1)  # the fine-tuning lr every arm of a comparison chooses from, on the validation split
+SEEDS = (0, 1, 2)
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One arm of a comparison: its experiment and overrides (without lr and seed), the lr grid it chooses from
+    on the validation split (the setting must hold one out: `setting=subset`), and the seeds it runs."""
+
+    experiment: str
+    overrides: tuple[str, ...]
+    grid: tuple[float, ...] = LR_GRID
+    seeds: tuple[int, ...] = SEEDS
+
+    def config(self, lr: float, seed: int) -> list[str]:
+        return [f"experiment={self.experiment}", *self.overrides, f"trainer.lr={lr}", f"seed={seed}",
+                f"results.csv={results_csv(self.experiment)}"]
+
+    def label(self) -> tuple[str, str, str]:
+        """(method, target, model) as the record names them."""
+        cfg = compose_config(self.config(self.grid[0], 0))
+        method = build_method(cfg.method)
+        return method.label, method.target, str(cfg.model.name)
+
+
+def recorded(arm: Arm) -> pd.DataFrame:
+    """The arm's rows already in its results CSV (any lr, any seed)."""
+    path = REPO / results_csv(arm.experiment)
+    if not path.is_file():
+        return pd.DataFrame()
+    rows = load_results([path])
+    method, target, model = arm.label()
+    return rows[(rows["experiment"] == arm.experiment) & (rows["method"] == method) & (rows["target"] == target)
+                & (rows["model"] == model)]
+
+
+def has_row(rows: pd.DataFrame, lr: float, seed: int) -> bool:
+    return bool(len(rows)) and bool(((column(rows, "extra.lr") == lr) & (rows["seed"].astype(int) == seed)).any())
+
+
+def arm_parser(description: str) -> argparse.ArgumentParser:
+    """`parser` plus the options of drivers that run `Arm`s."""
+    p = parser(description)
+    p.add_argument("--jobs", type=int, default=1, help="arms run at once (one core each)")
+    p.add_argument("--pin", action="store_true", help="pin each concurrent run to its own CPU (taskset)")
+    return p
+
+
+def run_arms(arms: Sequence[Arm], jobs: int = 1, pin: bool = False, dry_run: bool = False) -> None:
+    """Every arm (`run_arm`), `jobs` arms at a time, each run pinned to its own CPU with `pin`."""
+    cpus = [str(i) for i in range(jobs)] if pin and not dry_run else []
+    for cpu in cpus:
+        FREE_CPUS.put(cpu)
+    with ThreadPoolExecutor(max_workers=1 if dry_run else jobs) as pool:
+        for future in [pool.submit(run_arm, arm, dry_run, cpus) for arm in arms]:
+            future.result()
+
+
+def run_arm(arm: Arm, dry_run: bool, cpus: Sequence[str] = ()) -> None:
+    """Seed 0 over the lr grid, the lr chosen on the validation split, the other seeds at it (`cpus`: pin each
+    run to a free one of these CPUs, so that concurrent runs never share a core)."""
+    with _cpu(cpus) as cpu:
+        _run_arm(arm, dry_run, cpu)
+
+
+def _run_arm(arm: Arm, dry_run: bool, cpu: str | None) -> None:
+    for lr in arm.grid:
+        if dry_run or not has_row(recorded(arm), lr, arm.seeds[0]):
+            call(arm.config(lr, arm.seeds[0]), dry_run, cpu)
+    if dry_run:
+        print(f"  then seeds {arm.seeds[1:]} at the lr of {arm.grid} with the best seed-{arm.seeds[0]} val_acc", flush=True)
+        return
+    rows = recorded(arm)
+    best = chosen(rows[column(rows, "extra.lr").isin(arm.grid)], [], Selection("extra.lr", "extra.acc_val",
+                                                                            arm.seeds[0]))
+    lr = float(best["extra.lr"].iloc[0])
+    print(f"{arm.label()[:2]}: lr {lr} chosen (val {float(best['score'].iloc[0]):.2f} %)", flush=True)
+    for seed in arm.seeds[1:]:
+        if not has_row(recorded(arm), lr, seed):
+            call(arm.config(lr, seed), dry_run, cpu)
+
+
+FREE_CPUS: queue.SimpleQueue[str] = queue.SimpleQueue()
+
+
+@contextmanager
+def _cpu(cpus: Sequence[str]) -> Iterator[str | None]:
+    """A CPU of `cpus` that no other arm holds, for the duration (None: no pinning)."""
+    if not cpus:
+        yield None
+        return
+    cpu = FREE_CPUS.get()
+    try:
+        yield cpu
+    finally:
+        FREE_CPUS.put(cpu)
+
+
+def call(overrides: list[str], dry_run: bool, cpu: str | None = None) -> None:
+    """One run of an arm, on one thread (pinned to `cpu` if given)."""
+    cmd = [*(["taskset", "-c", cpu] if cpu is not None else []), sys.executable, "run.py", *overrides]
+    _call(cmd, dry_run, env={**os.environ, "OMP_NUM_THREADS": "1"})

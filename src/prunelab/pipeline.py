@@ -99,8 +99,9 @@ def _run(cfg: DictConfig, run_dir: Path, command: str) -> dict[str, Any]:
         model, trained = _train(cfg, model, stages, data, device, world, history, mirror)
         model = method.finalize(model, ctx).to(device)
         acc_final = evaluate(model, data, cfg.trainer, device, world)
-        if data.num_val:
-            ctx.extra["acc_val"] = evaluate(model, data, cfg.trainer, device, world, split="val")
+        if data.num_val:  # what a selection on the validation split reads: the score and the lr it was trained at
+            ctx.extra.update(acc_val=evaluate(model, data, cfg.trainer, device, world, split="val"),
+                             lr=float(cfg.trainer.lr))
         if not world.is_main:
             return {}
         if cfg.measure.latency:

@@ -242,8 +242,7 @@ class LinearOverparam(Composite):
             model = expand(model, self.expanded, int(self.cfg.expand), self.init, ctx.seed, float(self.cfg.noise))
             factors = loss_gradients(model, images, labels, smoothing)
             self._set_lr_scales(model, weights, plain, factors, ctx)
-        ctx.extra.update(expanded_layers=len(self.expanded), expand=int(self.cfg.expand), gamma=float(self.cfg.gamma),
-                         lr=float(ctx.trainer["lr"]))
+        ctx.extra.update(expanded_layers=len(self.expanded), expand=int(self.cfg.expand), gamma=float(self.cfg.gamma))
         return model
 
     def _set_lr_scales(self, model: nn.Module, weights: dict[str, torch.Tensor], plain: dict[str, torch.Tensor],
