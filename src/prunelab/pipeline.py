@@ -31,6 +31,7 @@ from prunelab.record import (
     HistoryWriter, Mirror, append_row, check_appendable, device_name, git_sha, open_mirror, read_results, utc_timestamp,
     write_json_atomic,
 )
+from prunelab.smoke import capped, is_smoke
 from prunelab.train import checkpoint as ckpt
 from prunelab.train.baseline import Baseline, dense_baseline, digest
 from prunelab.train.distributed import World, init_world, pick_device
@@ -48,7 +49,12 @@ def run(cfg: DictConfig, run_dir: Path, command: str = "") -> dict[str, Any]:
 
     Recorded once: resuming a config whose run finished (`resume=true`, a SLURM requeue) returns its record,
     appending it only if the results CSV lacks it; a run dir that holds a finished record is never reused.
+    A smoke run (`debug=fast`) runs with the caps of its `smoke` block (prunelab/smoke.py) and records
+    `extra.smoke: true`.
     """
+    cfg, caps = capped(cfg)
+    if caps:
+        log.info("debug=fast: %s", ", ".join(f"{key} {old} -> {new}" for key, (old, new) in caps.items()))
     results_csv = Path(str(cfg.results.csv))
     done = _finished(cfg, results_csv)
     if done is not None:
@@ -249,6 +255,8 @@ def _record(cfg: DictConfig, method: Method, ctx: Context, data_tag: str, baseli
     if cfg.baseline.get("source") is not None and baseline is not None:
         ctx.extra.update(source_acc=baseline.acc, source_data=baseline.data)
     reference = ctx.extra.get("acc_reference", baseline.acc if baseline else None)
+    if is_smoke(cfg):
+        ctx.extra["smoke"] = True  # debug=fast: never a result (the report skips the row)
     return {
         "method": method.label, "model": str(cfg.model.name), "dataset": str(cfg.dataset.name),
         "seed": int(cfg.seed), "target": method.target,
