@@ -41,11 +41,12 @@ def recipe(epochs: int, compile_model: bool, amp: bool) -> dict:
     return base
 
 
-def ours(images: torch.Tensor, labels: torch.Tensor, device: torch.device, epochs: int, compile_model: bool) -> dict:
+def ours(images: torch.Tensor, labels: torch.Tensor, device: torch.device, epochs: int, compile_model: bool,
+         model_name: str = "resnet56") -> dict:
     data = InMemoryDataset("bench", (images, labels), (images[:1000], labels[:1000]), num_classes=10, input_size=32,
                            mean=MEAN, std=STD, pad=4, flip=True, device=device)
     torch.manual_seed(0)
-    model = build_model(OmegaConf.load(REPO / "conf" / "model" / "resnet56.yaml"), 10).to(device)
+    model = build_model(OmegaConf.load(REPO / "conf" / "model" / f"{model_name}.yaml"), 10).to(device)
     result = fit(model, data, Stage("bench", recipe(epochs, compile_model, device.type == "cuda")), device=device,
                  seed=0)
     times = [row["epoch_time_s"] for row in result.history]
@@ -55,7 +56,7 @@ def ours(images: torch.Tensor, labels: torch.Tensor, device: torch.device, epoch
 
 
 def dataloader_loop(images: torch.Tensor, labels: torch.Tensor, device: torch.device, epochs: int,
-                    workers: int) -> dict:
+                    workers: int, model_name: str = "resnet56") -> dict:
     from PIL import Image
     from torchvision import transforms
 
@@ -75,7 +76,7 @@ def dataloader_loop(images: torch.Tensor, labels: torch.Tensor, device: torch.de
     loader = torch.utils.data.DataLoader(PILDataset(), batch_size=128, shuffle=True, num_workers=workers,
                                          pin_memory=device.type == "cuda", persistent_workers=workers > 0)
     torch.manual_seed(0)
-    model = build_model(OmegaConf.load(REPO / "conf" / "model" / "resnet56.yaml"), 10).to(device)
+    model = build_model(OmegaConf.load(REPO / "conf" / "model" / f"{model_name}.yaml"), 10).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     times = []
     for _ in range(epochs):

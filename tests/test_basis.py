@@ -231,6 +231,22 @@ def test_closed_gates_are_removed_exactly() -> None:
     assert pruned.spec.mids == [2] * 3 + [4] * 3 + [8] * 3 and pruned.spec.stem == 2 and not gates(pruned)
 
 
+def test_closed_gates_of_a_hub_model_are_removed_exactly() -> None:
+    """Torch-Pruning traces the hub model's graph with autograd on, also when the gates close during rounds."""
+    method = build_method(compose_config(["method=taylor_gates"]).method)
+    torch.manual_seed(0)
+    model = build_model({"arch": "hub", "name": "resnet18", "source": "torchvision", "head": "keep"}, 10).double()
+    ctx = Context(SimpleNamespace(input_shape=(3, 32, 32), num_val=8), torch.device("cpu"), 0, model_name="resnet18")
+    model = method.prepare(model, ctx).eval()
+    for g in gates(model).values():
+        g.mask[: g.num_features // 2] = 0
+    x = torch.randn(2, 3, 32, 32, dtype=F64)
+    expected = model(x)
+    pruned = method.finalize(copy.deepcopy(model), ctx).eval()
+    torch.testing.assert_close(pruned(x), expected, rtol=1e-10, atol=1e-10)
+    assert pruned.layer1[0].conv1.out_channels == 32 and not gates(pruned)
+
+
 def test_double_pruning_decomposes_the_channel_pruned_network_exactly() -> None:
     method = build_method(compose_config(["method=double"]).method)
     model, ctx = gated_model(method.inner)

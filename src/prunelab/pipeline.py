@@ -32,6 +32,7 @@ from prunelab.record import (
     HistoryWriter, Mirror, append_row, check_appendable, device_name, git_sha, holds_run, open_mirror, utc_timestamp,
     write_json_atomic,
 )
+from prunelab.smoke import capped, is_smoke
 from prunelab.storage import check_writable, failed_writes
 from prunelab.train import checkpoint as ckpt
 from prunelab.train.baseline import Baseline, dense_baseline, digest
@@ -57,8 +58,12 @@ def run(cfg: DictConfig, run_dir: Path, command: str = "") -> dict[str, Any]:
     a job killed after metrics.json is finished, and its resume adds the row if it is missing (docs/design.md,
     "Result").
     The folders it writes to are checked first; a write that fails later (a full disk) is one line naming the
-    file and the fix (`storage.py`).
+    file and the fix (`storage.py`).  A smoke run (`debug=fast`) runs with the caps of its `smoke` block
+    (prunelab/smoke.py) and records `extra.smoke: true`.
     """
+    cfg, caps = capped(cfg)
+    if caps:
+        log.info("debug=fast: %s", ", ".join(f"{key} {old} -> {new}" for key, (old, new) in caps.items()))
     with failed_writes(_write_places(cfg, run_dir), then=RESUME_AFTER_A_FAILED_WRITE):
         return _run(cfg, run_dir, command)
 
@@ -302,6 +307,8 @@ def _record(cfg: DictConfig, method: Method, ctx: Context, data_tag: str, baseli
     if cfg.baseline.get("source") is not None and baseline is not None:
         ctx.extra.update(source_acc=baseline.acc, source_data=baseline.data)
     reference = ctx.extra.get("acc_reference", baseline.acc if baseline else None)
+    if is_smoke(cfg):
+        ctx.extra["smoke"] = True  # debug=fast: never a result (the report skips the row)
     return {
         "method": method.label, "model": str(cfg.model.name), "dataset": str(cfg.dataset.name),
         "seed": int(cfg.seed), "target": method.target,

@@ -91,15 +91,16 @@ class TaylorGates(Method):
         cost = count(self.remove_closed(copy.deepcopy(model), shape), shape)
         return {"params": cost.params, "params_no_bn": cost.params_no_bn, "macs": cost.macs}
 
-    @torch.no_grad()
     def remove_closed(self, model: nn.Module, shape: tuple[int, ...]) -> nn.Module:
-        """Fold every gate into its BatchNorm and remove the closed channels (exact)."""
+        """Fold every gate into its BatchNorm and remove the closed channels (exact).  The removal runs with
+        autograd on: Torch-Pruning traces a hub model's dependency graph through it."""
         kept = {}
         for name, gate in gates(model).items():
             idx = gate.mask.nonzero().flatten().cpu()
             if len(idx) < gate.num_features:
                 kept[name] = idx
-            model.set_submodule(name, gate.deploy())
+            with torch.no_grad():
+                model.set_submodule(name, gate.deploy())
         if not kept:
             return model
         by_bn = {bn: group for group, bn in gated_groups(model, shape).items()}

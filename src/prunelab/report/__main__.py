@@ -2,13 +2,15 @@
 
 Reads every results CSV under --results-dir (plus the CSVs given), and writes the paper tables
 to <out>/tables/<table>.md and .tex, their plots to <out>/plots/ and the claims' verdict page to
-<out>/claims.md.  Bad input is reported as
-one line (file, line, column) with exit status 2, and nothing is written.
+<out>/claims.md.  Bad input is reported as one line (file, line, column) with exit status 2, and
+nothing is written.  Rows of smoke runs (`debug=fast`, `extra.smoke`) are skipped with one warning
+line per file.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -29,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
                         "(the verdict page <out>/claims.md)")
     parser.add_argument("--paper-numbers", type=Path, help=f"default: <results-dir>/{PAPER_NUMBERS}")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
     csvs = [*find_result_csvs(args.results_dir), *args.csvs]
     if not csvs:  # writing would replace the committed tables by empty ones
         print(f"error: no results CSV under {args.results_dir} and none given: nothing to tabulate, nothing written "

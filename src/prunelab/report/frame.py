@@ -1,13 +1,16 @@
 """Results CSVs and `paper_numbers.csv`, loaded into tidy frames and validated.
 
 Every problem is a `UserError` whose one line names the file, the line and the column,
-e.g. ``results/runs.csv:7: column 'acc_final': expected a number, got 'n/a'``.
+e.g. ``results/runs.csv:7: column 'acc_final': expected a number, got 'n/a'``.  Rows of smoke runs
+(`extra.smoke`, written under `debug=fast`) are never results: they are skipped, with one warning line per file
+naming their lines.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -18,6 +21,8 @@ import pandas as pd
 from prunelab.errors import UserError
 from prunelab.record.schema import FLOAT_FIELDS, INT_FIELDS, RESULT_FIELDS
 from prunelab.report.methods import METHODS, is_known
+
+log = logging.getLogger(__name__)
 
 PAPER_NUMBERS = "paper_numbers.csv"
 # folders under results/ that hold other CSVs (benchmarks, curves that drivers plot themselves)
@@ -138,7 +143,8 @@ def find_result_csvs(results_dir: Path) -> list[Path]:
 
 
 def load_results(paths: Iterable[Path]) -> pd.DataFrame:
-    """All runs of the given CSVs, one row each (exact duplicate rows once), typed and validated.
+    """All runs of the given CSVs, one row each (exact duplicate rows once), typed and validated; smoke runs'
+    rows (`extra.smoke`) are validated, then skipped with a warning.
 
     Columns: `RESULT_FIELDS` (ints as nullable Int64, floats with NaN for empty cells,
     `extra` re-serialised with sorted keys) plus `source` ("file:line").
@@ -149,8 +155,16 @@ def load_results(paths: Iterable[Path]) -> pd.DataFrame:
         if path.resolve() in seen:
             continue
         seen.add(path.resolve())
+        smoke = []
         for line, row in _rows(path, RESULT_FIELDS):
-            records.append({**_parse_run(path, line, row), "source": f"{path}:{line}"})
+            run = _parse_run(path, line, row)
+            if json.loads(run["extra"]).get("smoke"):
+                smoke.append(line)
+                continue
+            records.append({**run, "source": f"{path}:{line}"})
+        if smoke:
+            log.warning("%s: skipped %d smoke-run row(s) (extra.smoke, recorded under debug=fast: never a result), "
+                        "line(s) %s", path, len(smoke), ", ".join(map(str, smoke)))
     frame = pd.DataFrame.from_records(records, columns=[*RESULT_FIELDS, "source"])
     for column in RESULT_FIELDS:
         if column in INT_FIELDS:
