@@ -249,11 +249,34 @@ def test_vgg_convs_before_a_pool_are_scored_on_the_pooled_map() -> None:
 
 
 @pytest.mark.parametrize(("ties", "kept"), [("high_index", [1, 2]), ("low_index", [0, 1])])
-def test_ties_keep_the_higher_index_as_hrankplus(ties: str, kept: list[int]) -> None:
+def test_ties_keep_the_higher_or_the_lower_index(ties: str, kept: list[int]) -> None:
     from prunelab.methods.channel import top_k
 
     assert top_k(torch.tensor([3.0, 3.0, 3.0, 1.0]), 2, ties).tolist() == kept
     assert top_k(torch.tensor([0.5, 2.0, 1.0]), 2, ties).tolist() == [1, 2]  # without ties both agree
+
+
+def test_numpy_ties_keep_what_numpys_default_argsort_keeps_beyond_16_channels() -> None:
+    import numpy as np
+
+    from prunelab.methods.channel import top_k
+
+    rng = np.random.default_rng(0)
+    differ = 0
+    for _ in range(20):  # HRank-like scores: few distinct values over 64 channels, so ties straddle the cut
+        ranks = rng.integers(0, 4, 64).astype(np.float32)
+        official = set(np.argsort(ranks)[64 - 24:].tolist())
+        assert set(top_k(torch.from_numpy(ranks), 24, "numpy").tolist()) == official
+        differ += official != set(top_k(torch.from_numpy(ranks), 24, "high_index").tolist())
+    assert differ > 0, "numpy's sort kept the stable order on every tie: high_index and numpy would agree"
+    assert top_k(torch.tensor([0.5, 2.0, 1.0]), 2, "numpy").tolist() == [1, 2]  # without ties all agree
+
+
+def test_a_run_with_numpy_ties_names_the_numpy_build(tiny_cfg, tmp_path: Path) -> None:
+    import numpy as np
+
+    record = pipeline.run(tiny_cfg("method=hrank", "method.ties=numpy", "method.scoring.images=16"), tmp_path / "run")
+    assert record["extra"]["ties"] == f"numpy {np.__version__}"
 
 
 def test_reinit_after_pruning_resets_all_but_the_kept_conv_weights(tmp_path: Path) -> None:
