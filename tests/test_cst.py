@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import re
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -303,10 +302,10 @@ def test_drop_in_shapes_compaction_keeps_logits_and_the_counter_agrees_with_a_mo
 
 
 def test_the_method_end_to_end_reloads_and_counts_the_compact_model(tiny_cfg, tmp_path: Path) -> None:
-    start = time.perf_counter()
     record = pipeline.run(tiny_cfg("method=cst", "method.rate=0.5", "method.ramp_epochs=1", "method.min_templates=2",
                                    "trainer.epochs=2", "trainer.limit_steps=2"), tmp_path / "run")
-    assert time.perf_counter() - start < 30
+    stages = [ckpt.load(path) for path in (tmp_path / "checkpoints").glob("*/*.pt")]
+    assert [s["step"] for s in stages] == [2 * 2] and record["epochs_finetune"] == 2  # the cut-short schedule only
     assert record["method"] == "cst" and record["target"] == "rate=0.5; G=2; minT=2; ramp_epochs=1"
     assert record["acc_compressed"] is None  # from scratch
     extra = record["extra"]

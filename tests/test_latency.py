@@ -42,6 +42,70 @@ def test_folding_batchnorm_is_exact_and_removes_every_conv_bn(arch: dict) -> Non
     assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # the original is untouched
 
 
+class SharedOutput(nn.Module):
+    """`y = conv(x); bn(y) + y`: the conv's raw output is read twice, so its BN must not be folded into it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.bn, self.head = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 1)
+        self.head_bn = nn.BatchNorm2d(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return self.head_bn(self.head(self.bn(y) + y)).mean((2, 3))
+
+
+class ReusedConv(nn.Module):
+    """One conv called twice, its BN after one call only: folding would change the other call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.bn(self.conv(x))).mean((2, 3))
+
+
+@pytest.mark.parametrize("make", [SharedOutput, ReusedConv])
+def test_a_batchnorm_is_folded_only_where_it_alone_reads_the_convs_output(make) -> None:
+    model = trained_like(make())
+    x = torch.randn(3, 3, 8, 8, dtype=F64)
+    folded = fold_batchnorm(model, (3, 8, 8))
+    torch.testing.assert_close(folded(x), model(x), rtol=1e-10, atol=1e-10)
+    assert isinstance(folded.bn, nn.BatchNorm2d)  # left as it is
+    if make is SharedOutput:
+        assert isinstance(folded.head_bn, nn.Identity)  # the head's BN is its conv's sole reader
+
+
+def test_a_hub_resnet_folds_every_batchnorm() -> None:
+    torchvision = pytest.importorskip("torchvision")
+    model = trained_like(torchvision.models.resnet18(num_classes=10))
+    folded = fold_batchnorm(model, (3, 32, 32))
+    x = torch.randn(2, 3, 32, 32, dtype=F64)
+    torch.testing.assert_close(folded(x), model(x), rtol=1e-10, atol=1e-10)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+
+
+def test_a_batchnorm_that_also_activates_is_not_folded_away() -> None:
+    layers = pytest.importorskip("timm.layers")
+    model = trained_like(nn.Sequential(nn.Conv2d(3, 4, 3), layers.BatchNormAct2d(4, act_layer=nn.ReLU)))
+    folded = fold_batchnorm(model, (3, 8, 8))
+    x = torch.randn(2, 3, 8, 8, dtype=F64)
+    torch.testing.assert_close(folded(x), model(x), rtol=1e-10, atol=1e-10)
+
+
+def test_a_fold_that_changes_the_logits_is_refused_before_timing(monkeypatch) -> None:
+    from prunelab.measure import latency
+    from prunelab.models.structure import conv_bn_pairs
+
+    monkeypatch.setattr(latency, "sole_conv_bn_pairs", conv_bn_pairs)  # the unchecked pairing folds shared outputs
+    timed = []
+    monkeypatch.setattr(latency, "_median_s", lambda *args: timed.append(args) or 1.0)
+    with pytest.raises(RuntimeError, match="BatchNorm folding moved the logits .* measure.latency.fold_bn=false"):
+        measure_latency(trained_like(SharedOutput()).float(), SharedOutput(), (3, 8, 8), [1], rounds=1)
+    assert timed == []
+
+
 def test_the_timed_form_of_an_exported_low_rank_model_is_exact() -> None:
     model = trained_like(build_model({"arch": "cifar_resnet", "name": "r20", "depth": 20, "widths": [4, 8, 16]}, 10))
     factorise(model, {"layer1.0.conv1": 2, "layer2.0.conv2": 3})

@@ -88,6 +88,32 @@ def test_explicit_shortcut_map_and_arch_round_trip() -> None:
     assert torch.equal(clone.eval()(image), net(image))
 
 
+def index_add_shortcut(out: torch.Tensor, x: torch.Tensor, channel_map: list[int], stride: int) -> torch.Tensor:
+    """The shortcut's earlier form: scatter-add input channel i into output channel map[i]."""
+    kept = [(i, j) for i, j in enumerate(channel_map) if j >= 0]
+    src, dst = torch.tensor([i for i, _ in kept], dtype=torch.long), torch.tensor([j for _, j in kept], dtype=torch.long)
+    return out.index_add(1, dst, x[:, :, ::stride, ::stride].index_select(1, src))
+
+
+@pytest.mark.parametrize(("c_in", "c_out", "channel_map", "sliced"), [
+    (16, 32, None, True), (16, 13, None, True), (13, 16, None, True), (7, 8, None, True),  # positional
+    (4, 3, [2, -1, 0, 1], False), (5, 6, [5, 0, -1, 3, 1], False), (3, 5, [1, 2, 3], True),  # surgery maps
+    (4, 4, [-1, -1, -1, -1], True), (4, 6, [-1, 2, 3, -1], True), (3, 3, [0, 2, 1], False),
+])
+def test_the_shortcut_equals_its_scatter_form_exactly(c_in: int, c_out: int, channel_map: list[int] | None,
+                                                      sliced: bool) -> None:
+    from prunelab.models.cifar_resnet import Shortcut
+
+    channel_map = positional_map(c_in, c_out) if channel_map is None else channel_map
+    generator = torch.Generator().manual_seed(0)
+    for stride in (1, 2):
+        shortcut = Shortcut(c_in, c_out, stride, channel_map)
+        x = torch.randn(2, c_in, 6, 6, dtype=torch.float64, generator=generator)
+        out = torch.randn(2, c_out, 6 // stride, 6 // stride, dtype=torch.float64, generator=generator)
+        assert torch.equal(shortcut.add_to(out, x), index_add_shortcut(out, x, channel_map, stride))
+    assert (shortcut.slice_pad is not None) == sliced  # runs of consecutive channels slice and pad; others gather
+
+
 def test_bad_shortcut_map_is_rejected() -> None:
     with pytest.raises(ValueError, match="two inputs"):
         CifarResNet(ResNetSpec(depth=8, stem=2, stages=[2, 4, 4], shortcut_maps={"1.0": [0, 0]}))

@@ -246,9 +246,10 @@ def test_device_name_and_timestamp() -> None:
     name = device_name("cpu")
     assert name.startswith("cpu: ") and name.endswith("cores)")
     assert device_name("cpu", world_size=2).startswith("cpu: 2x ")
+    before = datetime.now(timezone.utc).replace(microsecond=0)
     stamp = datetime.fromisoformat(utc_timestamp())
     assert stamp.utcoffset() == timezone.utc.utcoffset(None)
-    assert abs((datetime.now(timezone.utc) - stamp).total_seconds()) < 60
+    assert before <= stamp <= datetime.now(timezone.utc)  # now, to the second
 
 
 # --- W&B mirror -------------------------------------------------------------------------------

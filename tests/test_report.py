@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import subprocess
 from pathlib import Path
 
 import nbformat
@@ -223,11 +224,32 @@ def test_regeneration_is_byte_identical(tmp_path: Path) -> None:
     assert all((tmp_path / "out" / "plots" / p).read_bytes().startswith(b"\x89PNG") for p in plots)
 
 
+def tracked_result_csvs(root: Path) -> list[Path]:
+    """The results CSVs under `root`/results that git tracks: a user's own runs (the quickstart's
+    results/runs.csv) are untracked and never enter a test."""
+    try:
+        listed = subprocess.run(["git", "ls-files", "-z", "--", "results"], cwd=root, capture_output=True,
+                                check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip(f"{root} is not a git checkout: the committed results cannot be told from a user's runs")
+    tracked = {root / name for name in listed.decode().split("\0") if name}
+    return [path for path in find_result_csvs(root / "results") if path in tracked]
+
+
+def test_only_the_tracked_results_csvs_are_read(tmp_path: Path) -> None:
+    for name in ("results/runs/table.csv", "results/runs.csv", "results/paper_numbers.csv"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("method\n")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(["git", "add", "results/runs/table.csv", "results/paper_numbers.csv"], cwd=tmp_path, check=True)
+    assert tracked_result_csvs(tmp_path) == [tmp_path / "results/runs/table.csv"]
+
+
 def test_committed_tables_are_current() -> None:
     committed = ROOT / "results" / "tables"
     if not any(committed.glob("*.md")):
         pytest.skip("no committed tables yet: run `python -m prunelab.report` and commit results/tables")
-    outputs = build_report(find_result_csvs(ROOT / "results"), PAPER_CSV, TABLES, plots=False,
+    outputs = build_report(tracked_result_csvs(ROOT), PAPER_CSV, TABLES, plots=False,
                            claims_dir=ROOT / "conf" / "claims")
     stale = [name for name, content in outputs.items()
              if not (ROOT / "results" / name).is_file() or (ROOT / "results" / name).read_bytes() != content]

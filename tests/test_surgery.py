@@ -152,7 +152,7 @@ def test_independent_stage_mode_uses_positional_shortcuts() -> None:
 def test_top_k_keeps_largest_and_breaks_ties_by_index() -> None:
     scores = torch.tensor([0.5, 2.0, 0.0, 2.0, 0.0, 1.0])
     assert top_k(scores, 3).tolist() == [1, 3, 5]
-    assert top_k(torch.zeros(5), 2).tolist() == [3, 4]  # HRankPlus: the higher indices among equal scores
+    assert top_k(torch.zeros(5), 2).tolist() == [3, 4]  # high_index: the higher indices among equal scores
     assert top_k(torch.zeros(5), 2, "low_index").tolist() == [0, 1]
     assert kept_count(16, 0.4) == 9 and kept_count(16, 0.99) == 1
 

@@ -306,7 +306,8 @@ class InMemoryDataset(Dataset):
 
 def random_like(cfg: DictConfig, n: int = 8, device: torch.device | None = None) -> InMemoryDataset:
     """`n` random uint8 images of the native shape a dataset config describes (len(dataset.mean)
-    channels, dataset.input_size pixels) with random labels in range(dataset.num_classes), served
+    channels, dataset.input_size pixels) with random labels in range(dataset.num_classes) (the last one the
+    largest, so the label range matches num_classes and raises no warning), served
     like the real data with `dataset.resolution`/`dataset.channels`, so that `input_shape` is the
     one the real dataset would have; the same images serve as train, val and test.  Nothing is read
     or downloaded (for cost estimates)."""
@@ -314,6 +315,7 @@ def random_like(cfg: DictConfig, n: int = 8, device: torch.device | None = None)
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (n, channels_in, size, size), dtype=torch.uint8, generator=gen)
     labels = torch.randint(0, classes, (n,), generator=gen)
+    labels[-1] = classes - 1
     return InMemoryDataset(
         f"random-{cfg.name}", (images, labels), (images, labels), num_classes=classes, input_size=size,
         mean=list(cfg.mean), std=list(cfg.std), pad=0, flip=False, device=device or torch.device("cpu"),

@@ -103,6 +103,7 @@ class CSTConv2d(Layer):
         self.path = path
         rows = out_channels if rows is None else rows
         transforms = out_channels if transforms is None else transforms
+        self.transforms = transforms  # kept as a number: tracing then reads no tensor shape
         kh, kw = self.kernel_size
         self.weight = nn.Parameter(torch.empty(rows, in_channels, kh, kw))
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Conv2d's default init
@@ -135,11 +136,8 @@ class CSTConv2d(Layer):
             "in_channels": self.in_channels, "out_channels": self.out_channels, "kernel_size": list(self.kernel_size),
             "stride": list(self.stride), "padding": list(self.padding), "dilation": list(self.dilation),
             "bias": self.bias is not None, "groups": self.groups, "family": self.family,
-            "rows": self.weight.shape[0], "transforms": self._transform_param().shape[0], "path": self.path,
+            "rows": self.weight.shape[0], "transforms": self.transforms, "path": self.path,
         }
-
-    def _transform_param(self) -> torch.Tensor:
-        return self.scale if self.family == "scalar" else self.angle if self.family == "rotation" else self.theta
 
     @property
     def templates(self) -> torch.Tensor:
@@ -159,7 +157,7 @@ class CSTConv2d(Layer):
         kk = self.kernel_size[0] * self.kernel_size[1]
         n, g = self.out_channels, self.groups
         eye = torch.eye(kk, dtype=self.weight.dtype, device=self.weight.device).expand(n, g, kk, kk)
-        if self._transform_param().shape[0] == 0:  # no child (a compact layer that kept every filter)
+        if self.transforms == 0:  # no child (a compact layer that kept every filter)
             return eye
         child = self.slot >= 0
         index = self.slot.clamp_min(0)
@@ -177,7 +175,7 @@ class CSTConv2d(Layer):
         n, c, g = self.out_channels, self.in_channels, self.groups
         kh, kw = self.kernel_size
         base = self.weight.index_select(0, self.row).reshape(n, g, c // g, kh * kw)
-        if self._transform_param().shape[0] == 0:
+        if self.transforms == 0:
             return base.reshape(n, c, kh, kw)
         if self.family == "scalar":  # a diagonal mixing: an element-wise product
             child = (self.slot >= 0)[:, None, None, None]

@@ -2,11 +2,11 @@
 
 MACs are not speed, so every run also times what it produced: the final model in its deploy form
 (`layers.registry.deploy`: low-rank pairs, basis pairs, contracted LOP layers, compacted CST layers), with
-each BatchNorm folded into the conv that feeds it (`fold_batchnorm`, exact), against the dense model
-treated the same way, in the same process, interleaved (dense, compressed, dense, compressed, ...) so that
-both see the same machine load.  Each figure is the median of `torch.utils.benchmark` blocked runs
-(CUDA synchronised by the timer; bf16 autocast and channels-last on CUDA when the recipe trains so; a
-fixed thread count on the CPU).  The speed-up is dense time / compressed time.
+each BatchNorm that alone reads a conv's output folded into that conv (`fold_batchnorm`, exact and checked on
+the logits before any timing), against the dense model treated the same way, in the same process,
+interleaved (dense, compressed, dense, compressed, ...) so that both see the same machine load.  Each figure
+is the median of `torch.utils.benchmark` blocked runs (CUDA synchronised by the timer; bf16 autocast and
+channels-last on CUDA when the recipe trains so; a fixed thread count on the CPU).  The speed-up is dense time / compressed time.
 """
 
 from __future__ import annotations
@@ -19,22 +19,38 @@ import logging
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from prunelab.layers.registry import deploy
-from prunelab.models.features import zero_input
-from prunelab.models.structure import conv_bn_pairs
+from prunelab.models.features import exact_surgery, zero_input
+from prunelab.models.structure import sole_conv_bn_pairs
+
+
+FOLD_TOLERANCE = 1e-4  # relative change of the logits that folding may cause (float32 rounding is ~1e-6)
+
+
+def fold_batchnorm(model: nn.Module, input_shape: tuple[int, ...], tolerance: float = FOLD_TOLERANCE) -> nn.Module:
+    """A copy of `model` (eval mode) in which every plain BatchNorm that is the only reader of a conv's output
+    (`sole_conv_bn_pairs`) is folded into that conv: W' = W a, b' = (b - mean) a + beta with
+    a = gamma / sqrt(var + eps); the BN becomes an identity.  The same function in eval mode (float64-tested),
+    and checked: the folded logits are compared with the model's on random images (`exact_surgery`), and a
+    relative change above `tolerance` raises RuntimeError before anything uses the folded copy."""
+    try:
+        folded, _ = exact_surgery(model, input_shape, lambda m: _folded(m, input_shape), "BatchNorm folding",
+                                  tolerance)
+    except RuntimeError as err:
+        raise RuntimeError(f"{err}: the folded model is not the same function; time the unfolded form with "
+                           "measure.latency.fold_bn=false") from None
+    return folded
 
 
 @torch.no_grad()
-def fold_batchnorm(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
-    """A copy of `model` (eval mode) in which every BatchNorm applied directly to a conv's output is folded
-    into that conv: W' = W a, b' = (b - mean) a + beta with a = gamma / sqrt(var + eps); the BN becomes an
-    identity.  The same function in eval mode (float64-tested)."""
+def _folded(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
     model = copy.deepcopy(model).eval()
-    for conv_name, bn_name in conv_bn_pairs(model, input_shape).items():
+    for conv_name, bn_name in sole_conv_bn_pairs(model, input_shape).items():
         conv, bn = model.get_submodule(conv_name), model.get_submodule(bn_name)
-        if bn.running_var is None or bn.num_features != conv.out_channels:
-            continue
+        if bn.running_var is None or bn.num_features != conv.out_channels or type(bn).forward is not _BatchNorm.forward:
+            continue  # no running statistics, or a subclass that computes more than the normalisation
         scale = (bn.weight if bn.weight is not None else torch.ones_like(bn.running_var)) / torch.sqrt(
             bn.running_var + bn.eps)
         shift = bn.bias if bn.bias is not None else torch.zeros_like(bn.running_mean)

@@ -1,8 +1,8 @@
 """Structured (filter) pruning with physical channel removal, one-shot from the dense model.
 
 Per prunable group (surgery.groups): score the filters with a criterion, keep the
-top k = max(1, int(C * (1 - r))) (ties: lower index first), remove the rest, then
-fine-tune.  Rates come from a uniform `ratio` or a per-layer `compress_rate` list in
+top k = max(1, int(C * (1 - r))) (equal scores: `method.ties`, see `top_k`), remove the
+rest, then fine-tune.  Rates come from a uniform `ratio` or a per-layer `compress_rate` list in
 HRankPlus's layout (a list or a string such as "[0.]+[0.15]*2+[0.4]*27").
 
 A group written by several convs (a residual stream) combines its members' scores as
@@ -17,6 +17,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import replace
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, ListConfig
 from torch import nn
@@ -49,15 +50,24 @@ def parse_rates(value: str | Sequence[float], key: str = "method.compress_rate")
     return rates
 
 
-TIES = ("high_index", "low_index")
+TIES = ("high_index", "low_index", "numpy")
 
 
 def top_k(scores: torch.Tensor, k: int, ties: str = "high_index") -> torch.Tensor:
-    """Indices of the k largest scores, ascending.  Among equal scores `ties="high_index"` keeps the higher
-    channel index (HRankPlus: the last k of a stable ascending sort), "low_index" the lower one."""
+    """Indices of the k largest (float32) scores, ascending.  Among equal scores:
+
+    - "high_index": the higher channel index (the last k of a stable ascending sort);
+    - "low_index": the lower one;
+    - "numpy": whichever `np.argsort(scores)[C - k:]` keeps, numpy's default (unstable) sort as HRankPlus
+      calls it on its float32 ranks.  Its tie order depends on the numpy build and CPU: the generic introsort
+      sorts up to 16 elements by insertion (stable, so "high_index" agrees there) and partitions longer
+      arrays; builds that dispatch argsort to SIMD sorts (AVX2, AVX-512) order ties otherwise at any length.
+    """
     values = scores.detach().cpu().float()
     if ties == "high_index":
         order = torch.argsort(values, stable=True)[len(values) - k:]
+    elif ties == "numpy":
+        order = torch.from_numpy(np.argsort(values.numpy())[len(values) - k:])
     else:
         order = torch.argsort(values, descending=True, stable=True)[:k]
     return order.sort().values
@@ -169,6 +179,8 @@ class ChannelPruning(Method):
         keep = {g.name: top_k(group_score(g, scores), kept_count(g.channels, rates[g.slot], round_to),
                               str(self.cfg.ties)) for g in todo}
         ctx.extra.update({"criterion": str(self.cfg.criterion), "stage_mode": mode})
+        if self.cfg.ties == "numpy":  # its tie order is the build's: name the build
+            ctx.extra["ties"] = f"numpy {np.__version__}"
         pruned = remove_channels(model, groups, keep, shape, mode)
         if self.cfg.reinit_after_pruning:
             reinit_after_pruning(pruned)

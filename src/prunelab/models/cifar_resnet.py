@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -56,7 +57,13 @@ def positional_map(c_in: int, c_out: int) -> list[int]:
 
 
 class Shortcut(nn.Module):
-    """Parameter-free shortcut: `add_to(out, x)` returns out + P(x[:, :, ::s, ::s])."""
+    """Parameter-free shortcut: `add_to(out, x)` returns out + P(x[:, :, ::s, ::s]).
+
+    P places input channel i at output channel map[i] and zeros elsewhere, by slicing and zero padding when
+    the kept inputs are a run of consecutive channels going to consecutive outputs in order (the positional
+    option-A map), else by gathering from x with one zero channel appended.  Either way only reads happen
+    (no scatter), so exporters see plain Slice/Pad/Gather, and the sum is exactly out[j] + x[i] (or + 0).
+    """
 
     def __init__(self, c_in: int, c_out: int, stride: int, channel_map: list[int]) -> None:
         super().__init__()
@@ -68,15 +75,24 @@ class Shortcut(nn.Module):
         self.stride = stride
         self.channel_map = list(channel_map)
         self.identity = c_in == c_out and channel_map == list(range(c_in))
-        self.register_buffer("src", torch.tensor([i for i, _ in kept], dtype=torch.long), persistent=False)
-        self.register_buffer("dst", torch.tensor([j for _, j in kept], dtype=torch.long), persistent=False)
+        first_in, first_out = kept[0] if kept else (0, 0)
+        shifted = all((i, j) == (first_in + k, first_out + k) for k, (i, j) in enumerate(kept))
+        # slicing + padding: x[:, lo:lo+n] padded by (before, after) channels; None: gather
+        self.slice_pad = (first_in, len(kept), first_out, c_out - first_out - len(kept)) if shifted else None
+        source = [c_in] * c_out  # output j reads input channel source[j]; c_in is the appended zero channel
+        for i, j in kept:
+            source[j] = i
+        self.register_buffer("source", torch.tensor(source, dtype=torch.long), persistent=False)
 
     def add_to(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if self.stride > 1:
             x = x[:, :, :: self.stride, :: self.stride]
         if self.identity:
             return out + x
-        return out.index_add(1, self.dst, x.index_select(1, self.src))
+        if self.slice_pad is not None:
+            lo, n, before, after = self.slice_pad
+            return out + F.pad(x[:, lo:lo + n], (0, 0, 0, 0, before, after))
+        return out + F.pad(x, (0, 0, 0, 0, 0, 1)).index_select(1, self.source)
 
 
 class BasicBlock(nn.Module):
