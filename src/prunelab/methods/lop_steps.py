@@ -37,8 +37,8 @@ def _chain(c: torch.Tensor, b: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
 def update_terms(factors: Factors, directions: Factors) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(X1, X2, X3), float64, with dW(eta) = -eta X1 + eta^2 X2 - eta^3 X3 the exact change of C B A after one step
     of lr eta along -`directions`:  X1 = dC B A + C dB A + C B dA,  X2 = dC dB A + dC B dA + C dB dA,  X3 = dC dB dA."""
-    a, b, c = (t.double() for t in factors)
-    da, db, dc = (t.double() for t in directions)
+    a, b, c = (t.detach().double() for t in factors)
+    da, db, dc = (t.detach().double() for t in directions)
     one = torch.einsum("on,nmuv->omuv", dc, b) + torch.einsum("on,nmuv->omuv", c, db)  # (dC B + C dB)
     both = torch.einsum("on,nmuv->omuv", dc, db)
     x1 = torch.einsum("omuv,mi->oiuv", one, a) + _chain(c, b, da)
@@ -48,8 +48,8 @@ def update_terms(factors: Factors, directions: Factors) -> tuple[torch.Tensor, t
 
 def contracted_update(factors: Factors, directions: Factors, lr: float) -> torch.Tensor:
     """dW (Co x Ci x k x k, float64): the exact change of C B A after one step of `lr` along -`directions`."""
-    a, b, c = (t.double() for t in factors)
-    da, db, dc = (t.double() for t in directions)
+    a, b, c = (t.detach().double() for t in factors)
+    da, db, dc = (t.detach().double() for t in directions)
     return _chain(c - lr * dc, b - lr * db, a - lr * da) - _chain(c, b, a)
 
 
