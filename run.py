@@ -12,10 +12,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from prunelab.config import check_value_types, compose_config, expand_overrides
+from prunelab.config import compose_config, expand_overrides
 from prunelab.errors import UserError, one_line
 from prunelab.pipeline import run
 from prunelab.record import command_line
+from prunelab.validate import validate
 
 
 JOBS_STARTED = []  # set by the first job: an exit before it is Hydra's (a config or override error)
@@ -27,7 +28,6 @@ def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
-        check_value_types(cfg, list(hydra_cfg.overrides.task))
         run(cfg, run_dir, command_line(list(hydra_cfg.overrides.task)))
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -37,21 +37,22 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2)
 
 
-def check_overrides(args: list[str]) -> None:
-    """A single run's overrides composed before Hydra starts: its config errors become one line and exit 2
-    (Hydra prints several lines and exits 1); runs with flags (-m, --cfg, ...) are left to Hydra."""
+def check_command_line(args: list[str]) -> None:
+    """A single run's config composed and checked key by key before Hydra starts: bad input becomes one line and
+    exit 2 (Hydra prints several lines, exits 1, and creates the run dir first); runs with flags (-m, --cfg, ...)
+    are composed by Hydra and checked in `run`."""
     if any(a.startswith("-") for a in args):
         return
     try:
-        compose_config([a for a in args if not a.startswith("hydra.")])
-    except (HydraException, OmegaConfBaseException) as err:
+        validate(compose_config([a for a in args if not a.startswith(("hydra.", "hydra/"))]))
+    except (UserError, HydraException, OmegaConfBaseException) as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         sys.exit(2)
 
 
 if __name__ == "__main__":
     sys.argv[1:] = expand_overrides(sys.argv[1:])
-    check_overrides(sys.argv[1:])
+    check_command_line(sys.argv[1:])
     try:
         main()
     except SystemExit as done:

@@ -23,6 +23,7 @@ from prunelab.errors import UserError, cli
 from prunelab.train import checkpoint as ckpt
 from prunelab.train.distributed import World, pick_device
 from prunelab.train.loop import evaluate
+from prunelab.validate import validate
 
 SPLITS = ("test", "val")
 
@@ -49,6 +50,7 @@ def evaluate_saved(target: Path, overrides: list[str] = (), split: str = "test")
     path = model_path(target)
     payload = ckpt.load(path, key="model")
     cfg = run_config(payload, list(overrides))
+    validate(cfg)
     device = pick_device(str(cfg.device), World())
     data = build_dataset(cfg.dataset, device)
     model = ckpt.model_from_payload(payload, path).to(device)

@@ -4,7 +4,8 @@
            -> measure -> record
 
 `run(cfg, run_dir, command)` is the only caller of each stage; `run.py` hands it the
-composed Hydra config.  A UserError anywhere before `record` leaves no row behind.
+composed Hydra config, whose every key it checks first (prunelab.validate).  A UserError anywhere
+before `record` leaves no row behind.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from prunelab.train.baseline import Baseline, dense_baseline, digest
 from prunelab.train.distributed import World, init_world, pick_device
 from prunelab.train.loop import FitResult, evaluate, fit
 from prunelab.train.stage import Stage
+from prunelab.validate import validate
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
@@ -49,6 +51,7 @@ def run(cfg: DictConfig, run_dir: Path, command: str = "") -> dict[str, Any]:
     Recorded once: resuming a config whose run finished (`resume=true`, a SLURM requeue) returns its record,
     appending it only if the results CSV lacks it; a run dir that holds a finished record is never reused.
     """
+    validate(cfg)  # every key, before anything runs
     results_csv = Path(str(cfg.results.csv))
     done = _finished(cfg, results_csv)
     if done is not None:
