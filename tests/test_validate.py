@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
-from conftest import REPO
+from conftest import REPO, TINY
 from prunelab import pipeline
 from prunelab.config import CONF, compose_config, method_kinds
 from prunelab.errors import UserError
@@ -155,6 +158,22 @@ def test_bad_input_exits_2_with_one_line_before_hydra_starts(run_py, capsys, arg
     assert done.value.code == 2 and err.count("\n") == 1 and err.startswith("error: ") and message in err, err
 
 
+def test_hydra_folders_and_launcher_are_checked(run_py, capsys, tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "afile").write_text("x")
+    for args, message in ((["hydra.run.dir=afile"], "is a file, not a folder"),
+                          (["hydra.run.dir=afile/sub"], "is a file, not a folder"),
+                          (["-m", "hydra.sweep.dir=afile", "seed=0,1"], "hydra.sweep.dir=afile"),
+                          (["-m", "hydra/launcher=slurm", "seed=0,1"], "this machine has no srun")):
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setattr("shutil.which", lambda name: None)
+        with pytest.raises(SystemExit) as done:
+            run_py.check_command_line(args)
+        err = capsys.readouterr().err
+        assert done.value.code == 2 and err.count("\n") == 1 and message in err, err
+    run_py.check_command_line(["hydra.run.dir=new/folder", *TINY])  # a folder still to create is fine
+    assert not (tmp_path / "new").exists()
+
+
 def test_keys_are_checked_before_anything_runs(tiny_cfg, tmp_path: Path, monkeypatch) -> None:
     def nothing_may_run(*args, **kwargs):
         raise AssertionError("the config was not checked first")
@@ -165,3 +184,64 @@ def test_keys_are_checked_before_anything_runs(tiny_cfg, tmp_path: Path, monkeyp
         with pytest.raises(UserError):
             pipeline.run(tiny_cfg(*bad), tmp_path / "run")
     assert not (tmp_path / "run").exists() and not (tmp_path / "runs.csv").exists()
+
+
+def test_a_baseline_checkpoint_with_impossible_numbers_is_refused(tiny_cfg, tmp_path: Path) -> None:
+    from prunelab.models import build_model
+    from prunelab.train import checkpoint as ckpt
+
+    cfg = tiny_cfg("method=l1")
+    for acc, epochs, message in ((math.nan, 3, "records acc=nan"), (90.0, -3, "records epochs=-3")):
+        path = tmp_path / "dense.pt"
+        ckpt.save_model(path, build_model(cfg.model, 10), acc=acc, epochs=epochs)
+        with pytest.raises(UserError, match=f"baseline.checkpoint: .*dense.pt {message}"):
+            pipeline.run(tiny_cfg("method=l1", f"baseline.checkpoint={path}"), tmp_path / "run")
+    assert not (tmp_path / "runs.csv").exists()
+
+
+def test_export_options_are_checked_before_the_export(tmp_path: Path) -> None:
+    from prunelab.export import check_options
+
+    model = tmp_path / "run" / "model.pt"
+    model.parent.mkdir()
+    check_options(model, tmp_path / "run" / "model.onnx", 1, 20, 1e-4)
+    for out, batch, repeats, message in ((model, 1, 20, "is a file of the run itself"),
+                                         (model.with_name("metrics.json"), 1, 20, "is a file of the run itself"),
+                                         (tmp_path / "nowhere" / "m.onnx", 1, 20, "does not exist"),
+                                         (model.with_name("m.onnx"), 0, 20, "--batch 0"),
+                                         (model.with_name("m.onnx"), 1, 0, "--repeats 0")):
+        with pytest.raises(UserError, match=message):
+            check_options(model, out, batch, repeats, 1e-4)
+
+
+def test_a_corrupt_metrics_json_is_one_line(tmp_path: Path) -> None:
+    from prunelab.evaluate import recorded_accuracy
+
+    assert recorded_accuracy(tmp_path / "metrics.json", "test") is None
+    for text in ("{not json", "[1, 2]", '{"extra": {}}'):
+        (tmp_path / "metrics.json").write_text(text)
+        with pytest.raises(UserError, match="metrics.json is not a run record .*move it aside"):
+            recorded_accuracy(tmp_path / "metrics.json", "test")
+
+
+FAULT = '''
+import prunelab.pipeline
+
+def run(cfg, run_dir, command=""):
+    raise RuntimeError(f"a fault in job seed={cfg.seed}")
+
+prunelab.pipeline.run = run
+'''
+
+
+def test_a_sweep_job_that_fails_with_a_fault_is_listed_and_the_sweep_exits_2(tmp_path: Path) -> None:
+    (tmp_path / "shim").mkdir()
+    (tmp_path / "shim" / "sitecustomize.py").write_text(FAULT)  # every job of the sweep fails with a fault
+    done = subprocess.run(
+        [sys.executable, str(REPO / "run.py"), "-m", *TINY, "seed=0,1", f"hydra.sweep.dir={tmp_path}/sweep",
+         f"results.csv={tmp_path}/runs.csv"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "shim"), str(REPO / "src")])})
+    assert done.returncode == 2, done.stderr
+    assert "2 job(s) of the sweep failed" in done.stderr and "RuntimeError: a fault in job seed=1" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "Traceback" in (tmp_path / "sweep" / "0-l1-resnet20" / "traceback.txt").read_text()

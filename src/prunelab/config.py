@@ -5,12 +5,15 @@ it in its defaults list, e.g. `- /method@pruner: l1` in conf/method/svd.yaml.  H
 override for that slot is `method@method.pruner=nuclear`; `method.pruner=nuclear` would replace
 the pruner's whole config by a string.  `expand_overrides` rewrites the second form into the
 first when the value names method configs, so both work (sweeps too: `method.pruner=l1,nuclear`).
+`check_hydra_overrides` checks Hydra's own settings that Hydra would report as a traceback.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
+import shutil
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
@@ -19,6 +22,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
+
+from prunelab.errors import UserError
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 # ${unique:} in conf/config.yaml's run and sweep directory names: a random tag per process, so jobs started in the
@@ -103,6 +108,23 @@ def _compose(overrides: Sequence[str]) -> DictConfig:
         return compose("config", overrides=overrides)
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose("config", overrides=overrides)
+
+
+def check_hydra_overrides(overrides: Sequence[str]) -> None:
+    """A `UserError` for Hydra's own settings that Hydra would report as a traceback: an output folder
+    (`hydra.run.dir`, `hydra.sweep.dir`) that is a file or cannot be created, the SLURM launcher off a cluster."""
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key in ("hydra.run.dir", "hydra.sweep.dir") and value and "${" not in value:
+            path = Path(value).expanduser()
+            existing = next(p for p in (path.absolute(), *path.absolute().parents) if p.exists())
+            if not existing.is_dir():
+                raise UserError(f"{key}={value}: {existing} is a file, not a folder: give a folder (new or existing)")
+            if not os.access(existing, os.W_OK | os.X_OK):
+                raise UserError(f"{key}={value}: cannot write in {existing}: give a folder you can write to")
+        if key == "hydra/launcher" and value in ("slurm", "submitit_slurm") and shutil.which("srun") is None:
+            raise UserError(f"{item} submits the jobs to SLURM, but this machine has no srun: run the command on the "
+                            "cluster (a login node), or leave hydra/launcher out to run the jobs here")
 
 
 def dataset_config(cfg: DictConfig, dataset: DictConfig) -> DictConfig:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -54,15 +55,34 @@ def onnx_session(model: nn.Module, x: torch.Tensor, path: Path):  # noqa: ANN201
     return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
+def check_options(path: Path, out: Path, batch: int, repeats: int, tolerance: float) -> None:
+    """A `UserError` for an option that would fail after the export, or overwrite a file of the run (`path`: its
+    model.pt)."""
+    if batch < 1:
+        raise UserError(f"--batch {batch}: give a batch size >= 1")
+    if repeats < 1:
+        raise UserError(f"--repeats {repeats}: give a number of timed calls >= 1")
+    if not tolerance >= 0:
+        raise UserError(f"--tolerance {tolerance}: give a number >= 0")
+    if out.resolve() in {p.resolve() for p in (path, path.with_name("metrics.json"), path.with_name("history.csv"))}:
+        raise UserError(f"--out {out} is a file of the run itself: give another path (the default is "
+                        f"{path.parent / FORMATS['onnx']} or {FORMATS['torchscript']})")
+    if not out.parent.is_dir():
+        raise UserError(f"--out {out}: the folder {out.parent} does not exist: create it or give another path")
+    if not os.access(out.parent, os.W_OK):
+        raise UserError(f"--out {out}: cannot write in {out.parent}: give a path in a folder you can write to")
+
+
 def export(target: Path, fmt: str = "onnx", out: Path | None = None, batch: int = 1, repeats: int = 20,
            tolerance: float = 1e-4) -> dict[str, Any]:
     """Write the deploy form of the run at `target` as `fmt`, check it and time it (module docstring)."""
     path = model_path(target)
+    out = out or path.with_name(FORMATS[fmt])
+    check_options(path, out, batch, repeats, tolerance)
     payload = ckpt.load(path, key="export")
     cfg = run_config(payload, [])
     shape = tuple(random_like(dataset_config(cfg, cfg.dataset)).input_shape)
     model: nn.Module = inference_form(ckpt.model_from_payload(payload, path, key="export").float().eval(), shape)
-    out = out or path.with_name(FORMATS[fmt])
     x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         reference = model(x)
