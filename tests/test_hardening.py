@@ -106,7 +106,7 @@ def test_a_sweep_with_failed_jobs_exits_2_and_lists_them(tmp_path: Path) -> None
     script, *overrides = tiny_run(tmp_path, "method.ratio=0.5,1.5", f"hydra.sweep.dir={tmp_path}/sweep")
     done = cli(tmp_path, script, "-m", *overrides)
     assert done.returncode == 2
-    assert "1 job(s) of the sweep failed" in done.stderr and "method.ratio=1.5 is outside [0, 1)" in done.stderr
+    assert "1 job(s) of the sweep failed" in done.stderr and "method.ratio=1.5 must be in [0, 1)" in done.stderr
     assert len(read_results(tmp_path / "runs.csv")) == 1
 
 
@@ -160,9 +160,9 @@ def test_checkpoints_are_readable_by_others_and_the_lock_wait_is_logged(tmp_path
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["method.ratio=abc"], "error: method.ratio=abc is not a number: method.ratio takes a number (default 0.5)"),
-    (["seed=abc"], "error: seed=abc is not a number"),
-    (["device=tpu"], "error: device=tpu is not a device: choose auto, cpu or cuda"),
+    (["method.ratio=abc"], "error: method.ratio=abc is not a number: give a number in [0, 1)"),
+    (["seed=abc"], "error: seed=abc is not an integer"),
+    (["device=tpu"], "error: unknown device 'tpu': choose one of auto, cpu, cuda"),
     (["nosuchkey=1"], "error: Could not override 'nosuchkey'"),
     (["baseline.checkpoint=EMPTY"], "cannot be read (EOFError"),
 ])

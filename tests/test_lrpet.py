@@ -194,7 +194,7 @@ def test_vgg_clamp_and_rank_lists() -> None:
 @pytest.mark.parametrize("g", [0.0, 1.0, 1.5, -0.1])
 def test_rank_ratio_out_of_range(g: float) -> None:
     with pytest.raises(UserError, match=r"method\.rank_ratio"):
-        LRPET(method_cfg(rank_ratio=g))
+        build_method(method_cfg(rank_ratio=g))
 
 
 def test_config_composes_with_its_trainer() -> None:
@@ -208,7 +208,7 @@ def test_config_composes_with_its_trainer() -> None:
     method = build_method(cfg.method)
     assert isinstance(method, LRPET) and method.trains_from_scratch and method.target == "g=0.57"
     with pytest.raises(UserError, match="method.energy_transfer"):
-        LRPET(method_cfg(energy_transfer="bogus"))
+        build_method(method_cfg(energy_transfer="bogus"))
 
 
 # ---- export (LRPET §2.6)

@@ -134,7 +134,7 @@ def run_cli(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["method.ratio=1.5"], "error: method.ratio=1.5 is outside [0, 1)"),
+        (["method.ratio=1.5"], "error: method.ratio=1.5 must be in [0, 1)"),
         (["method.compress_rate=[0.1,0.2]"], "error: method.compress_rate has 2 rates but this model takes 12"),
         (["trainer.lr=1e30"], "the training loss became"),
         (["dataset=cifar10", "dataset.root=/nonexistent", "dataset.download=false"],

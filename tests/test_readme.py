@@ -1,5 +1,6 @@
 """Every command of the README, as a user pastes it into bash: split with the shell's rules and, for run.py,
-`prunelab.profile` and `prunelab.evaluate` commands, composed by Hydra (not run); scripts it names exist."""
+`prunelab.profile` and `prunelab.evaluate` commands, composed by Hydra and checked against the config rules (not run);
+scripts it names exist."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from prunelab.config import compose_config
+from prunelab.validate import validate
 
 REPO = Path(__file__).resolve().parents[1]
 FENCE = re.compile(r"```bash\n(.*?)```", re.S)
@@ -56,4 +58,4 @@ def test_a_readme_command_parses_and_composes(words: list[str]) -> None:
         assert all((REPO / s).is_file() for s in scripts), scripts
         return
     overrides = [o for o in overrides if not o.startswith("hydra.")]
-    compose_config(first_values(overrides))
+    validate(compose_config(first_values(overrides)))  # every key keeps its rule (prunelab/validate.py)

@@ -5,18 +5,22 @@ it in its defaults list, e.g. `- /method@pruner: l1` in conf/method/svd.yaml.  H
 override for that slot is `method@method.pruner=nuclear`; `method.pruner=nuclear` would replace
 the pruner's whole config by a string.  `expand_overrides` rewrites the second form into the
 first when the value names method configs, so both work (sweeps too: `method.pruner=l1,nuclear`).
+`check_hydra_overrides` checks Hydra's own settings that Hydra would report as a traceback.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
-from collections.abc import Iterator, Sequence
+import shutil
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from prunelab.errors import UserError
@@ -41,6 +45,21 @@ def method_slots() -> frozenset[str]:
     return frozenset(slots)
 
 
+@cache
+def method_kinds() -> dict[str, str]:
+    """{name: kind} of every method config file (a file without `kind` takes its first default's)."""
+
+    def kind(name: str) -> str:
+        node = OmegaConf.to_container(OmegaConf.load(CONF / "method" / f"{name}.yaml"))
+        own = node.get("method", node) if isinstance(node.get("method"), dict) else node  # @package _global_ files
+        if "kind" in own:
+            return str(own["kind"])
+        parents = [d for d in node.get("defaults", []) if isinstance(d, str) and d != "_self_"]
+        return kind(parents[0])
+
+    return {p.stem: kind(p.stem) for p in sorted((CONF / "method").glob("*.yaml"))}
+
+
 def expand_overrides(overrides: Sequence[str]) -> list[str]:
     """`overrides` with `method.<slot>=NAME[,NAME...]` written as Hydra's `method@method.<slot>=...`."""
     names = {p.stem for p in (CONF / "method").glob("*.yaml")}
@@ -54,36 +73,58 @@ def expand_overrides(overrides: Sequence[str]) -> list[str]:
 
 
 def compose_config(overrides: Sequence[str]) -> DictConfig:
-    """The run config that `python run.py <overrides>` would compose (without Hydra's own keys)."""
-    if GlobalHydra.instance().is_initialized():  # inside run.py's Hydra app
-        return compose("config", overrides=expand_overrides(overrides))
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=expand_overrides(overrides))
+    """The run config that `python run.py <overrides>` would compose (without Hydra's own keys).
 
-
-def check_value_types(cfg: DictConfig, overrides: Sequence[str]) -> None:
-    """A `UserError` for an override that puts text where the config file has a number (`seed=abc`,
-    `method.ratio=abc`), naming the key; composed once more with the overrides' group choices alone."""
+    An inner method its composite is not defined for (`method=svd method.pruner=basis`) is a `UserError`
+    that names the composite's inner methods (prunelab.validate), not Hydra's message about the file."""
     overrides = expand_overrides(overrides)
-    values = [(o.partition("=")[0].lstrip("+~"), o) for o in overrides if "=" in o]
-    values = [(k, o) for k, o in values if "@" not in k and not k.startswith("hydra.")
-              and k in _leaves(cfg)]  # not a group choice (experiment=..., model=...) or a node
-    if not any(isinstance(OmegaConf.select(cfg, k, default=None), str) for k, _ in values):
+    try:
+        return _compose(overrides)
+    except HydraException:
+        _check_inner_methods(overrides)
+        raise
+
+
+def _check_inner_methods(overrides: Sequence[str]) -> None:
+    """A `UserError` when a slot override (`method@method.pruner=NAME`) asks the composite of the other overrides
+    for an inner method it is not defined for (Hydra then fails on the inner file's own defaults)."""
+    from prunelab.validate import check_inner_kind  # imported here: validate reads every method module
+
+    slots = [o.partition("=") for o in overrides if o.startswith("method@method.")]
+    if not slots:
         return
-    defaults = compose_config([o for o in overrides if o not in {v for _, v in values}])
-    for key, _ in values:
-        given, default = OmegaConf.select(cfg, key, default=None), OmegaConf.select(defaults, key, default=None)
-        if isinstance(given, str) and isinstance(default, (int, float)) and not isinstance(default, bool):
-            raise UserError(f"{key}={given} is not a number: {key} takes a number (default {default})")
+    try:
+        outer = _compose([o for o in overrides if not o.startswith("method@method.")]).method
+    except HydraException:
+        return
+    for key, _, names in slots:
+        for name in names.split(","):
+            if name in method_kinds():
+                check_inner_kind(key.partition("@")[2], str(outer.kind), name, method_kinds()[name])
 
 
-def _leaves(cfg: DictConfig) -> set[str]:
-    """Dotted keys of every value of `cfg` that is not itself a mapping (lists count as values)."""
-    def walk(node: dict, prefix: str) -> Iterator[str]:
-        for key, value in node.items():
-            yield from walk(value, f"{prefix}{key}.") if isinstance(value, dict) else (f"{prefix}{key}",)
+def _compose(overrides: Sequence[str]) -> DictConfig:
+    if GlobalHydra.instance().is_initialized():  # inside run.py's Hydra app
+        return compose("config", overrides=overrides)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=overrides)
 
-    return set(walk(OmegaConf.to_container(cfg, resolve=False), ""))
+
+def check_hydra_overrides(overrides: Sequence[str]) -> None:
+    """A `UserError` for Hydra's own settings that Hydra would report as a traceback: an output folder
+    (`hydra.run.dir`, `hydra.sweep.dir`) that is a file or cannot be created, the SLURM launcher off a cluster."""
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key in ("hydra.run.dir", "hydra.sweep.dir") and value and "${" not in value:
+            path = Path(value).expanduser()
+            existing = next(p for p in (path.absolute(), *path.absolute().parents) if p.exists())
+            if not existing.is_dir():
+                raise UserError(f"{key}={value}: {existing} is a file, not a folder: give a folder (new or existing)")
+            if not os.access(existing, os.W_OK | os.X_OK):
+                raise UserError(f"{key}={value}: cannot write in {existing}: give a folder you can write to")
+        if key == "hydra/launcher" and value in ("slurm", "submitit_slurm") and shutil.which("srun") is None:
+            raise UserError(f"{item} submits the jobs to SLURM, but this machine has no srun: run the command on the "
+                            "cluster (a login node), or leave hydra/launcher out to run the jobs here")
 
 
 def dataset_config(cfg: DictConfig, dataset: DictConfig) -> DictConfig:

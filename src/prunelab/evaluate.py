@@ -19,10 +19,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from prunelab.config import compose_config
 from prunelab.data import build_dataset
-from prunelab.errors import UserError, cli
+from prunelab.errors import UserError, cli, one_line
 from prunelab.train import checkpoint as ckpt
 from prunelab.train.distributed import World, pick_device
 from prunelab.train.loop import evaluate
+from prunelab.validate import validate
 
 SPLITS = ("test", "val")
 
@@ -49,16 +50,25 @@ def evaluate_saved(target: Path, overrides: list[str] = (), split: str = "test")
     path = model_path(target)
     payload = ckpt.load(path, key="model")
     cfg = run_config(payload, list(overrides))
+    validate(cfg)
+    recorded = recorded_accuracy(path.parent / "metrics.json", split)
     device = pick_device(str(cfg.device), World())
     data = build_dataset(cfg.dataset, device)
     model = ckpt.model_from_payload(payload, path).to(device)
     acc = evaluate(model, data, cfg.trainer, device, split=split)
-    metrics = path.parent / "metrics.json"
-    recorded = None
-    if metrics.is_file():
-        record = json.loads(metrics.read_text())
-        recorded = record["acc_final"] if split == "test" else record["extra"].get("acc_val")
     return {"acc": acc, "split": split, "data": data.tag, "recorded": recorded}
+
+
+def recorded_accuracy(metrics: Path, split: str) -> float | None:
+    """The accuracy on `split` that the run's `metrics.json` recorded (None without the file)."""
+    if not metrics.is_file():
+        return None
+    try:
+        record = json.loads(metrics.read_text())
+        return record["acc_final"] if split == "test" else record["extra"].get("acc_val")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise UserError(f"{metrics} is not a run record ({type(err).__name__}: {one_line(err)}): restore it, or move "
+                        "it aside to evaluate the model without the recorded accuracy") from None
 
 
 def main(argv: list[str]) -> int:

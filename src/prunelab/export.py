@@ -152,14 +152,22 @@ def _exported(fmt: str, model: nn.Module, shape: tuple[int, ...], out: Path) -> 
     return loaded, "torchscript", {"note": "TorchScript is deprecated in PyTorch; --format pt2 is its successor"}
 
 
-def check_out(out: Path) -> None:
-    """One line naming --out when the file cannot be written where it would go (e.g. a run in a read-only folder)."""
-    folder = out.parent
-    if not folder.is_dir():
-        raise UserError(f"cannot write {out}: there is no folder {folder}; create it or give --out PATH in an "
-                        "existing folder")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write {out}: {folder} is not writable; give --out PATH in a folder you can write to")
+def check_options(path: Path, out: Path, batch: int, repeats: int, tolerance: float) -> None:
+    """A `UserError` for an option that would fail after the export, or overwrite a file of the run (`path`: its
+    model.pt)."""
+    if batch < 1:
+        raise UserError(f"--batch {batch}: give a batch size >= 1")
+    if repeats < 1:
+        raise UserError(f"--repeats {repeats}: give a number of timed calls >= 1")
+    if not tolerance >= 0:
+        raise UserError(f"--tolerance {tolerance}: give a number >= 0")
+    if out.resolve() in {p.resolve() for p in (path, path.with_name("metrics.json"), path.with_name("history.csv"))}:
+        raise UserError(f"--out {out} is a file of the run itself: give another path (the defaults are "
+                        f"{', '.join(str(path.with_name(name)) for name in FORMATS.values())})")
+    if not out.parent.is_dir():
+        raise UserError(f"--out {out}: the folder {out.parent} does not exist: create it or give another path")
+    if not os.access(out.parent, os.W_OK):
+        raise UserError(f"--out {out}: cannot write in {out.parent}: give a path in a folder you can write to")
 
 
 def export(target: Path, fmt: str = "onnx", out: Path | None = None, batch: int = 1, repeats: int = 20,
@@ -168,12 +176,12 @@ def export(target: Path, fmt: str = "onnx", out: Path | None = None, batch: int 
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt}: choose one of {', '.join(sorted(FORMATS))}")
     path = model_path(target)
+    out = out or path.with_name(FORMATS[fmt])
+    check_options(path, out, batch, repeats, tolerance)
     payload = ckpt.load(path, key="export")
     cfg = run_config(payload, [])
     shape = tuple(random_like(dataset_config(cfg, cfg.dataset)).input_shape)
     model: nn.Module = inference_form(ckpt.model_from_payload(payload, path, key="export").float().eval(), shape)
-    out = out or path.with_name(FORMATS[fmt])
-    check_out(out)
     x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         reference = model(x)

@@ -4,7 +4,8 @@
            -> measure -> record
 
 `run(cfg, run_dir, command)` is the only caller of each stage; `run.py` hands it the
-composed Hydra config.  A UserError anywhere before `record` leaves no row behind.
+composed Hydra config, whose every key it checks first (prunelab.validate).  A UserError anywhere
+before `record` leaves no row behind.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from prunelab.train.baseline import Baseline, dense_baseline, digest
 from prunelab.train.distributed import World, init_world, pick_device
 from prunelab.train.loop import FitResult, evaluate, fit
 from prunelab.train.stage import Stage
+from prunelab.validate import validate
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
@@ -61,6 +63,7 @@ def run(cfg: DictConfig, run_dir: Path, command: str = "") -> dict[str, Any]:
     file and the fix (`storage.py`).  A smoke run (`debug=fast`) runs with the caps of its `smoke` block
     (prunelab/smoke.py) and records `extra.smoke: true`.
     """
+    validate(cfg)  # every key, before anything runs
     cfg, caps = capped(cfg)
     if caps:
         log.info("debug=fast: %s", ", ".join(f"{key} {old} -> {new}" for key, (old, new) in caps.items()))

@@ -20,7 +20,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from prunelab.config import check_value_types, compose_config, dataset_config
+from prunelab.config import compose_config, dataset_config
 from prunelab.data.base import Dataset
 from prunelab.data.in_memory import random_like
 from prunelab.errors import cli
@@ -28,10 +28,12 @@ from prunelab.measure import count
 from prunelab.measure.latency import configured_latency
 from prunelab.methods.base import Context, Method, build_method
 from prunelab.models import build_model
+from prunelab.validate import validate
 
 
 def compressed(cfg: DictConfig) -> tuple[nn.Module, nn.Module, Dataset, Method, Context]:
     """(dense, compressed, random data, method, context) of `cfg` with random weights and no training."""
+    validate(cfg)
     data = random_like(dataset_config(cfg, cfg.dataset))
     torch.manual_seed(int(cfg.seed))
     dense = build_model(cfg.model, data.num_classes, pretrained=False)  # no downloads
@@ -71,7 +73,6 @@ def main(argv: list[str]) -> int:
 
     def body() -> None:
         cfg = compose_config(overrides)
-        check_value_types(cfg, overrides)
         print(json.dumps(profile(cfg, "--layers" in argv, "--latency" in argv)))
 
     return cli(body)

@@ -1,8 +1,9 @@
 """Multirun bookkeeping (a Hydra callback, conf/config.yaml `hydra.callbacks`).
 
-A job that fails with a user error writes `error.txt` into its job folder and the sweep goes on
-(run.py); when the sweep ends, `FailedJobs` lists those jobs and exits with status 2, so a sweep
-with failed jobs never looks like a success.
+A job that fails, with a user error or a fault (its traceback then in `traceback.txt`), writes one
+line into `error.txt` in its job folder and the sweep goes on (run.py); when the sweep ends,
+`FailedJobs` lists those jobs and exits with status 2, so a sweep with failed jobs never looks like
+a success.
 """
 
 from __future__ import annotations

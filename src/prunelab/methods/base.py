@@ -31,7 +31,6 @@ from omegaconf import DictConfig
 from torch import nn
 
 from prunelab.data.base import Dataset
-from prunelab.errors import UserError, choose
 from prunelab.train.callbacks import Callback
 from prunelab.train.stage import ParamGroup, Stage
 
@@ -110,13 +109,7 @@ class Composite(Method):
 
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__(cfg)
-        inner = cfg.get(self.inner_key)
-        if not isinstance(inner, Mapping) or "kind" not in inner:
-            raise UserError(
-                f"method.{self.inner_key}={inner!r} is not a method config: choose one with "
-                f"method@method.{self.inner_key}=NAME (a file of conf/method/)"
-            )
-        self.inner = build_method(inner)
+        self.inner = _instantiate(cfg[self.inner_key])  # checked with this method's config (`build_method`)
         self.trains_from_scratch = self.inner.trains_from_scratch
 
     @property
@@ -156,8 +149,16 @@ def register(kind: str) -> Callable[[type[Method]], type[Method]]:
     return add
 
 
-def build_method(cfg: Mapping[str, Any]) -> Method:
-    """Instantiate the method named by `cfg.kind`."""
+def build_method(cfg: Mapping[str, Any], key: str = "method") -> Method:
+    """Instantiate the method named by `cfg.kind`, after checking its config (at `key`) and its inner
+    methods' against the rules of `prunelab.validate` (which composite takes which inner method included)."""
+    from prunelab.validate import check_method  # imported here: validate reads every method module
+
+    check_method(cfg, key)
+    return _instantiate(cfg)
+
+
+def _instantiate(cfg: Mapping[str, Any]) -> Method:
     import prunelab.methods  # noqa: F401  (registers every method module)
 
-    return METHODS[choose("method kind", str(cfg["kind"]), METHODS)](cfg)
+    return METHODS[str(cfg["kind"])](cfg)

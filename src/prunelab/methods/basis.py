@@ -39,13 +39,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from prunelab.errors import UserError, choose
+from prunelab.errors import UserError
 from prunelab.layers.basis import basis_layers, decompose, export_all, keep_top
 from prunelab.measure import count
 from prunelab.methods.base import Composite, Context, Method, register
 from prunelab.methods.lrpet import SVD_DTYPES
 from prunelab.methods.rounds import (
-    CRITERIA, PruningRounds, Unit, check_schedule, head_parameters, needs_validation, record_rounds, rounds_stage,
+    CRITERIA, PruningRounds, Unit, head_parameters, needs_validation, record_rounds, rounds_stage, schedule_of,
 )
 from prunelab.train.callbacks import Callback, TrainState
 from prunelab.train.stage import ParamGroup, Stage
@@ -88,18 +88,9 @@ class BasisPruning(Method):
 
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__(cfg)
-        self.criterion = choose("method.criterion", str(cfg.criterion), list(BASIS_CRITERIA))
-        self.schedule = check_schedule(cfg)
-        self.dtype = SVD_DTYPES[choose("method.svd_dtype", str(cfg.svd_dtype), SVD_DTYPES)]
-        if not 0 < float(cfg.energy) <= 1:
-            raise UserError(f"method.energy={cfg.energy} must be in (0, 1]: the share of squared singular values kept")
-        if float(cfg.l1) < 0:
-            raise UserError(f"method.l1={cfg.l1} must be >= 0")
-        keep = cfg.keep
-        if keep is not None and (isinstance(keep, bool) or not isinstance(keep, (int, float)) or keep <= 0
-                                 or (isinstance(keep, float) and keep > 1)):
-            raise UserError(f"method.keep={keep!r}: give null, a number of bases per layer (>= 1) or a fraction "
-                            "in (0, 1] of each layer's rank")
+        self.criterion = str(cfg.criterion)
+        self.schedule = schedule_of(cfg)
+        self.dtype = SVD_DTYPES[str(cfg.svd_dtype)]
         self.rounds: PruningRounds | None = None
 
     @property

@@ -19,15 +19,14 @@ from dataclasses import replace
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, ListConfig
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from prunelab.errors import UserError, choose
+from prunelab.errors import UserError
 from prunelab.methods.base import Context, Method, register
 from prunelab.methods.criteria import CRITERIA
 from prunelab.models.cifar_vgg import CifarVGG
-from prunelab.surgery import STAGE_MODES, ChannelGroup, channel_groups, kept_count, remove_channels
+from prunelab.surgery import ChannelGroup, channel_groups, kept_count, remove_channels
 
 _TERM = re.compile(r"\[\s*([-+0-9.eE]+)\s*\](?:\s*\*\s*(\d+))?")
 
@@ -51,6 +50,7 @@ def parse_rates(value: str | Sequence[float], key: str = "method.compress_rate")
 
 
 TIES = ("high_index", "low_index", "numpy")
+SCORING_FEATURES = ("post_add", "pre_add")  # method.scoring.feature: where a ResNet block's conv2 is scored
 
 
 def top_k(scores: torch.Tensor, k: int, ties: str = "high_index") -> torch.Tensor:
@@ -116,19 +116,6 @@ class ChannelPruning(Method):
     @property
     def _rounding(self) -> str:
         return f"; round_to={int(self.cfg.round_to)}" if int(self.cfg.round_to) > 1 else ""
-
-    def __init__(self, cfg: DictConfig) -> None:
-        super().__init__(cfg)
-        choose("method.criterion", str(cfg.criterion), CRITERIA)
-        choose("method.stage_mode", str(cfg.stage_mode), list(STAGE_MODES))
-        choose("method.scoring.feature", str(cfg.scoring.feature), ["post_add", "pre_add"])
-        choose("method.ties", str(cfg.ties), TIES)
-        if int(cfg.round_to) < 1:
-            raise UserError(f"method.round_to={cfg.round_to} must be a positive integer (1: no rounding)")
-        if not 0.0 <= float(cfg.ratio) < 1.0:
-            raise UserError(f"method.ratio={cfg.ratio} is outside [0, 1): give the fraction of filters to remove")
-        if cfg.compress_rate is not None and not isinstance(cfg.compress_rate, (str, ListConfig, list)):
-            raise UserError("method.compress_rate must be a list of rates or a string like '[0.]+[0.4]*29'")
 
     def rates(self, groups: list[ChannelGroup]) -> list[float]:
         """One rate per slot of the model's layout."""

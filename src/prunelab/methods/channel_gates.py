@@ -24,12 +24,12 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from prunelab.errors import UserError, choose
+from prunelab.errors import UserError
 from prunelab.layers.gate import GatedBatchNorm2d
 from prunelab.measure import count
 from prunelab.methods.base import Context, Method, register
 from prunelab.methods.rounds import (
-    CRITERIA, PruningRounds, Unit, check_schedule, head_parameters, needs_validation, record_rounds, rounds_stage,
+    PruningRounds, Unit, head_parameters, needs_validation, record_rounds, rounds_stage, schedule_of,
 )
 from prunelab.models.structure import conv_bn_pairs
 from prunelab.surgery import channel_groups, remove_channels
@@ -54,8 +54,8 @@ class TaylorGates(Method):
 
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__(cfg)
-        self.criterion = choose("method.criterion", str(cfg.criterion), list(CRITERIA))
-        self.schedule = check_schedule(cfg)
+        self.criterion = str(cfg.criterion)
+        self.schedule = schedule_of(cfg)
         self.rounds: PruningRounds | None = None
 
     @property

@@ -33,8 +33,8 @@ from omegaconf import DictConfig
 from torch import nn
 
 from prunelab.data.sharding import generator
-from prunelab.errors import UserError, choose
-from prunelab.layers.expanded import INITS, ExpandedConv2d, ExpandedLinear, init_expansion
+from prunelab.errors import UserError
+from prunelab.layers.expanded import ExpandedConv2d, ExpandedLinear, init_expansion
 from prunelab.methods.base import Composite, Context, register
 from prunelab.methods.lop_steps import (
     ContractedStep, first_step_directions, first_step_lr, loss_gradients, matching_scale, step_ratio,
@@ -173,13 +173,9 @@ class LinearOverparam(Composite):
     """Expand the pruner's model, fine-tune with SP distillation, contract (module docstring)."""
 
     def __init__(self, cfg: DictConfig) -> None:
+        """Single keys are checked by prunelab.validate; here the keys that go together."""
         super().__init__(cfg)
-        if isinstance(cfg.expand, bool) or not isinstance(cfg.expand, int) or cfg.expand < 0:
-            raise UserError(f"method.expand={cfg.expand!r}: give the expansion ratio E >= 1 (0: no expansion)")
-        if float(cfg.gamma) < 0:
-            raise UserError(f"method.gamma={cfg.gamma} must be >= 0 (0: no distillation)")
-        self.init = choose("method.init", str(cfg.init), list(INITS))
-        self.feature = choose("method.sp_feature", str(cfg.sp_feature), list(SP_FEATURES))
+        self.init, self.feature = str(cfg.init), str(cfg.sp_feature)
         if self.feature != "conv" and cfg.sp_layers != "all":
             raise UserError(f"method.sp_feature={self.feature} chooses the feature of each expanded layer: it needs "
                             f"method.sp_layers=all (with sp_layers={cfg.sp_layers} the named modules' outputs are used)")
@@ -190,15 +186,6 @@ class LinearOverparam(Composite):
             raise UserError("method.expand=1 with method.init=pinv: a square Gaussian factor is near-singular (its "
                             "first steps are hundreds of times the plain layer's): use method.init=orthonormal_noise "
                             "or method.expand >= 2")
-        if not float(cfg.factor_lr_scale) > 0:
-            raise UserError(f"method.factor_lr_scale={cfg.factor_lr_scale} must be > 0 (1: the recipe's lr)")
-        if cfg.factor_decay is not None and float(cfg.factor_decay) < 0:
-            raise UserError(f"method.factor_decay={cfg.factor_decay} must be >= 0 (null: the recipe's weight decay)")
-        for key in ("layers", "sp_layers"):
-            try:
-                re.compile(STAGE_OUTPUTS if cfg[key] == "stages" else str(cfg[key]))
-            except re.error as err:
-                raise UserError(f"method.{key}={cfg[key]!r} is not a regular expression ({err})") from None
         self.expanded: list[str] = []
         self.lr_scales: dict[str, float] = {}
         self.recipe: Any = {}

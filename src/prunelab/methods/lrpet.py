@@ -32,7 +32,7 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from prunelab.errors import UserError, choose
+from prunelab.errors import UserError
 from prunelab.layers.lowrank import factorise, to_lowrank
 from prunelab.layers.matrix import conv_matrix, shape_groups, thin_svd
 from prunelab.measure import count
@@ -251,28 +251,17 @@ class LRPETProjection(Callback):
 
 
 def _check(cfg: DictConfig, ranks: list[int] | None, floors: tuple[int | None, ...]) -> Projection:
-    """Validate the method config (UserError naming the key) and return its projection settings."""
-    if ranks is None and not 0 < float(cfg.rank_ratio) < 1:
-        raise UserError(f"method.rank_ratio={cfg.rank_ratio} must be in (0, 1): the fraction of singular values cut")
+    """The projection settings of the method config (each key's rule: `validate.METHOD_KINDS`), after the check
+    that ties two keys: explicit ranks replace the rank_ratio rule that the floors clamp."""
     if ranks is not None and floors != (None, None):
         raise UserError("method.rank_floor_first/rank_floor clamp the rank_ratio rule: unset them with method.ranks")
-    if any(f is not None and f < 1 for f in floors):
-        raise UserError(f"method.rank_floor_first={floors[0]}, method.rank_floor={floors[1]}: use null or >= 1")
-    if not 0 <= float(cfg.redu_fac) < 1:
-        raise UserError(f"method.redu_fac={cfg.redu_fac} must be in [0, 1) (0: truncate the tail, as released)")
-    if float(cfg.bn_eps) <= 0:
-        raise UserError(f"method.bn_eps={cfg.bn_eps} must be > 0")
-    if float(cfg.dead_threshold) < 0:
-        raise UserError(f"method.dead_threshold={cfg.dead_threshold} must be >= 0")
-    if int(cfg.project_every) < 0:
-        raise UserError(f"method.project_every={cfg.project_every}: use 0 (once per epoch) or K > 0 (every K steps)")
     return Projection(
-        transfer=choose("method.energy_transfer", str(cfg.energy_transfer), list(TRANSFERS)),
+        transfer=str(cfg.energy_transfer),
         redu_fac=float(cfg.redu_fac),
         bn_rectify=bool(cfg.bn_rectify),
         bn_eps=float(cfg.bn_eps),
         dead_threshold=float(cfg.dead_threshold),
-        dtype=SVD_DTYPES[choose("method.svd_dtype", str(cfg.svd_dtype), SVD_DTYPES)],
+        dtype=SVD_DTYPES[str(cfg.svd_dtype)],
     )
 
 

@@ -192,23 +192,8 @@ class PruningRounds(Callback):
         self.reference, self.history = state["reference"], list(state["history"])
 
 
-def check_schedule(cfg: DictConfig) -> Schedule:
-    """The rounds settings of a method config (basis, taylor_gates), each checked with a one-line error."""
-    if not 0 < float(cfg.fraction) < 1:
-        raise UserError(f"method.fraction={cfg.fraction} must be in (0, 1): the share of the remaining units "
-                        "pruned per round")
-    if float(cfg.tolerance) < 0:
-        raise UserError(f"method.tolerance={cfg.tolerance} must be >= 0 (accuracy points below the reference)")
-    if int(cfg.min_keep) < 1:
-        raise UserError(f"method.min_keep={cfg.min_keep} must be >= 1: a layer keeps at least one unit")
-    for key in ("reference_epochs", "epochs_per_round"):
-        if int(cfg[key]) < 1:
-            raise UserError(f"method.{key}={cfg[key]} must be >= 1")
-    if int(cfg.max_rounds) < 0:
-        raise UserError(f"method.max_rounds={cfg.max_rounds} must be >= 0")
-    if cfg.scoring.batches is not None and int(cfg.scoring.batches) < 1:
-        raise UserError(f"method.scoring.batches={cfg.scoring.batches}: give null (one pass over the training "
-                        "split) or a number of minibatches >= 1")
+def schedule_of(cfg: DictConfig) -> Schedule:
+    """The rounds settings of a method config (basis, taylor_gates; their rules: `validate.ROUNDS`)."""
     return Schedule(int(cfg.reference_epochs), int(cfg.epochs_per_round), int(cfg.max_rounds), float(cfg.fraction),
                     int(cfg.min_keep), float(cfg.tolerance))
 

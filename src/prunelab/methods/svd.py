@@ -19,7 +19,6 @@ from __future__ import annotations
 from omegaconf import DictConfig
 from torch import nn
 
-from prunelab.errors import UserError, choose
 from prunelab.layers.lowrank import factorise
 from prunelab.methods.base import Composite, Context, register
 from prunelab.methods.lrpet import SVD_DTYPES, plan_ranks
@@ -31,9 +30,7 @@ class PrunedSVD(Composite):
 
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__(cfg)
-        if not 0 <= float(cfg.rank_ratio) < 1:
-            raise UserError(f"method.rank_ratio={cfg.rank_ratio} must be in [0, 1): the fraction of singular values cut")
-        self.dtype = SVD_DTYPES[choose("method.svd_dtype", str(cfg.svd_dtype), SVD_DTYPES)]
+        self.dtype = SVD_DTYPES[str(cfg.svd_dtype)]
 
     @property
     def own_target(self) -> str:

@@ -18,6 +18,9 @@ from torch import nn
 VGG16_CFG: list = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
 
 
+FINAL_POOLS = ("avg", "max")  # model.final_pool: the global pool after the features
+
+
 @dataclass
 class VGGSpec:
     cfg: list = field(default_factory=lambda: list(VGG16_CFG))  # conv widths and "M" (max-pool 2x2)
@@ -30,7 +33,7 @@ class VGGSpec:
 class CifarVGG(nn.Module):
     def __init__(self, spec: VGGSpec) -> None:
         super().__init__()
-        if spec.final_pool not in ("avg", "max"):
+        if spec.final_pool not in FINAL_POOLS:
             raise ValueError(f"final_pool must be 'avg' or 'max', got {spec.final_pool!r}")
         self.spec = spec
         self.features = nn.Sequential()

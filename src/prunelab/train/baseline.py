@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from prunelab.data.base import Dataset
+from prunelab.errors import UserError
 from prunelab.models import build_model
 from prunelab.train import checkpoint as ckpt
 from prunelab.train.distributed import World, barrier
@@ -81,6 +82,20 @@ def _locked(path: Path) -> Iterator[None]:
         lock.release()
 
 
+def recorded_training(payload: dict[str, Any], path: Path) -> tuple[float | None, int]:
+    """(test accuracy in %, epochs) a `baseline.checkpoint` records: None (evaluated here) and 0 when absent; a
+    `UserError` for values no training gives, before they reach the record."""
+    acc, epochs = payload.get("acc"), payload.get("epochs", 0)
+    number = isinstance(acc, (int, float)) and not isinstance(acc, bool)
+    if acc is not None and not (number and 0 <= acc <= 100):
+        raise UserError(f"baseline.checkpoint: {path} records acc={acc!r}, not an accuracy in [0, 100] %: save it "
+                        "again without 'acc' (the run then evaluates the model) or with the right value")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise UserError(f"baseline.checkpoint: {path} records epochs={epochs!r}, not a number of epochs >= 0: save it "
+                        "again without 'epochs' or with the right value")
+    return (None if acc is None else float(acc)), epochs
+
+
 def dense_baseline(cfg: DictConfig, data: Dataset, device: torch.device, world: World,
                    dataset_cfg: DictConfig | None = None) -> Baseline:
     """The trained dense model for this config (eval mode), from a checkpoint or the cache; trained and
@@ -91,10 +106,10 @@ def dense_baseline(cfg: DictConfig, data: Dataset, device: torch.device, world: 
         path = Path(str(cfg.baseline.checkpoint))
         payload = ckpt.load(path)
         ckpt.load_weights(model, payload["model"], path, key="baseline.checkpoint")
-        acc = payload.get("acc")
+        acc, epochs = recorded_training(payload, path)
         if acc is None:
             acc = evaluate(model, data, cfg.baseline.trainer, device, world)
-        return Baseline(model.eval(), acc, int(payload.get("epochs", 0)), str(path), data.tag)
+        return Baseline(model.eval(), acc, epochs, str(path), data.tag)
     entry = Path(str(cfg.paths.baselines)) / cache_key(cfg, data, dataset_cfg)
     final = entry / "dense.pt"
     if world.is_main:

@@ -32,12 +32,15 @@ class World:
         return self.world_size > 1
 
 
+DEVICES = ("auto", "cpu", "cuda")  # the `device` key
+
+
 def pick_device(name: str, world: World) -> torch.device:
     """`auto` is the process's GPU when CUDA is available, else the CPU."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name not in ("cpu", "cuda"):
-        raise UserError(f"device={name} is not a device: choose auto, cpu or cuda")
+    if name not in DEVICES:
+        raise UserError(f"unknown device '{name}': choose one of {', '.join(DEVICES)}")
     if name == "cuda":
         if not torch.cuda.is_available():
             raise UserError("device=cuda but this machine has no usable CUDA device: use device=cpu (or auto)")

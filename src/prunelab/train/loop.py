@@ -37,6 +37,7 @@ from prunelab.train.optim import build_optimizer, check_recipe, lr_at, set_lr
 from prunelab.train.stage import Stage, frozen_outside, keep_eval
 
 log = logging.getLogger(__name__)
+AMP_MODES = ("bf16", "none")  # trainer.amp: bf16 autocast on CUDA, or float32
 
 
 class TrainingDiverged(UserError):

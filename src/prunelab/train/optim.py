@@ -18,7 +18,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from prunelab.errors import UserError
 from prunelab.train.stage import ParamGroup
 
 SCHEDULES = ("multistep", "cosine")
@@ -26,21 +25,10 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
 def check_recipe(recipe: Mapping[str, Any]) -> None:
-    """Reject recipe values that would fail later or silently do nothing."""
-    if recipe["schedule"] not in SCHEDULES:
-        raise UserError(f"unknown trainer.schedule '{recipe['schedule']}': choose one of {', '.join(SCHEDULES)}")
-    if recipe["optimizer"] not in OPTIMIZERS:
-        raise UserError(f"unknown trainer.optimizer '{recipe['optimizer']}': choose one of {', '.join(OPTIMIZERS)}")
-    for key in ("epochs", "batch_size", "eval_batch_size"):
-        if int(recipe[key]) < (0 if key == "epochs" else 1):
-            raise UserError(f"trainer.{key}={recipe[key]} is out of range: use a positive integer")
-    if float(recipe["lr"]) <= 0:
-        raise UserError(f"trainer.lr={recipe['lr']} must be > 0")
-    if not 0 <= float(recipe["label_smoothing"]) < 1:
-        raise UserError(f"trainer.label_smoothing={recipe['label_smoothing']} must be in [0, 1)")
-    betas = list(recipe["betas"])
-    if len(betas) != 2 or not all(0 <= float(b) < 1 for b in betas):
-        raise UserError(f"trainer.betas={betas} must be two numbers in [0, 1), e.g. [0.9,0.999]")
+    """Reject recipe values that would fail later or silently do nothing (the rules of `validate.RECIPE`)."""
+    from prunelab.validate import RECIPE, check_node  # imported here: validate reads this module's names
+
+    check_node(recipe, RECIPE, "trainer")
 
 
 def build_optimizer(groups: Sequence[ParamGroup], recipe: Mapping[str, Any]) -> torch.optim.Optimizer:
