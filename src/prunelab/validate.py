@@ -187,6 +187,8 @@ TOP = Scope({  # conf/config.yaml, and keys of conf/experiment/*.yaml outside ev
     "measure.latency": Off(null=True, on="measure.latency.batch=[1,64]"),
     "paths.baselines": Text(),
     "paths.checkpoints": Text(),
+    "smoke": Free(),  # null, or debug=fast's caps (conf/debug/fast.yaml), read by prunelab/smoke.py
+    "smoke.*": Free(),
     "rate_set": OneOf(("paper", "hrankplus")),  # energy_aware_cifar10: which row of `rates`
     "rates.*": Free(),
     "arm": OneOf(("ft", "lop")),  # lop_cifar10, lop_imagenet: which row of `arms`
