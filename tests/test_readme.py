@@ -1,6 +1,7 @@
 """Every command of the README, as a user pastes it into bash: split with the shell's rules and, for run.py,
 `prunelab.profile` and `prunelab.evaluate` commands, composed by Hydra and checked against the config rules (not run);
-scripts it names exist."""
+scripts it names exist.  A bash block holds commands only (a pasted block runs every line): what a command prints
+goes into a ```text block."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from prunelab.validate import validate
 
 REPO = Path(__file__).resolve().parents[1]
 FENCE = re.compile(r"```bash\n(.*?)```", re.S)
+OPENING = re.compile(r"^```(.*)$", re.M)
+PROGRAMS = {"python", "pip", "torchrun", "wandb"}  # what the README's commands start with
 
 
 def readme_commands() -> list[list[str]]:
@@ -45,6 +48,13 @@ COMMANDS = readme_commands()
 
 def test_the_readme_has_commands() -> None:
     assert len(COMMANDS) > 20
+
+
+def test_every_readme_block_is_commands_or_text() -> None:
+    languages = OPENING.findall((REPO / "README.md").read_text())[::2]  # the opening fence of each block
+    assert set(languages) == {"bash", "text"}, languages
+    outputs = [" ".join(words)[:70] for words in COMMANDS if words[0] not in PROGRAMS]
+    assert not outputs, f"output lines in bash blocks (move them into a ```text block): {outputs}"
 
 
 @pytest.mark.parametrize("words", COMMANDS, ids=[" ".join(w)[:70] for w in COMMANDS])
