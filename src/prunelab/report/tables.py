@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 from prunelab.report.frame import QUALIFIERS, extra_values
-from prunelab.report.selection import column, keep_chosen
+from prunelab.report.selection import column as values_of, keep_chosen
 from prunelab.report.spec import COLUMN_LABELS, TableSpec
 from prunelab.stats import paired
 
@@ -92,7 +92,7 @@ def select_runs(runs: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
     frame = frame[keep].copy()
     frame["recipe"] = recipe_labels(frame)
     frame["acc"] = frame["acc_final"]
-    frame["val"] = column(frame, "extra.acc_val")
+    frame["val"] = values_of(frame, "extra.acc_val")
     frame["delta"] = frame["acc_final"] - frame["base_acc"]
     params, macs = frame[spec.params].astype("float64"), frame["macs"].astype("float64")
     if spec.counts == "nominal":  # e.g. LRPET: every layer at its planned rank, as its README counts
