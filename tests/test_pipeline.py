@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from prunelab import pipeline
 from prunelab.errors import UserError
@@ -171,28 +170,6 @@ def test_profile_on_imagenet_shapes_uses_224_pixels_and_1000_classes() -> None:
     out = profile(compose_config(["model=hub", "model.name=resnet18", "dataset=imagenet", "method=dense"]))
     assert out["base_macs"] == out["macs"] == 1_814_073_344  # torchvision ResNet-18 at 224 px, 1000 classes
     assert out["base_params"] == 11_689_512
-
-
-EXPERIMENTS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
-
-
-@pytest.mark.parametrize("name", EXPERIMENTS)
-def test_every_experiment_runs_one_tiny_step(tiny_cfg, tmp_path: Path, name: str) -> None:
-    cfg = tiny_cfg(f"experiment={name}", *[o for o in TINY if not o.startswith("model")], "dataset.image_size=32",
-                   "dataset.val_images=0", tiny=False)  # setting=subset holds out 500 of 64 images otherwise
-    if cfg.model.arch == "hub" and cfg.method.kind in ("basis", "double", "taylor_gates"):
-        # a frozen backbone in eval mode needs trained BatchNorm statistics, which a random ImageNet model lacks
-        cfg = tiny_cfg(f"experiment={name}", *TINY, "dataset.image_size=32", tiny=False)
-    if cfg.model.arch == "hub":
-        cfg.model.pretrained, cfg.model.resolution = False, None  # no downloads, no resizing to 224 in tests
-    for method in (cfg.method, cfg.method.get("pruner")):
-        if method is not None and "max_rounds" in method:  # pruning rounds: one short round
-            method.reference_epochs, method.max_rounds, method.scoring.batches = 1, 1, 1
-    if cfg.baseline.get("source") is not None:  # a transfer source: tiny synthetic data too
-        source = OmegaConf.load(REPO / "conf" / "dataset" / "synthetic.yaml")
-        cfg.baseline.source = OmegaConf.merge(source, {"num_train": 64, "num_test": 32, "image_size": 32, "seed": 1})
-    record = pipeline.run(cfg, tmp_path / "run")
-    assert record["experiment"] == name and record["recipe"] == "smoke"
 
 
 def test_a_multirun_over_two_experiments_records_one_row_per_job(tmp_path: Path) -> None:
