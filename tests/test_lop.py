@@ -328,12 +328,13 @@ def one_sgd_step(model: nn.Module, groups, recipe, batch) -> None:
     optimizer.step()
 
 
-@pytest.mark.parametrize("init", ["pinv", "orthonormal_noise"])
-def test_lr_match_makes_the_first_contracted_update_equal_the_plain_one(init: str) -> None:
+def first_steps(*overrides: str) -> tuple:
+    """(method, ctx, {layer: (plain step norm, contracted LOP step norm)}) after one SGD step of both arms from the
+    same pruned weights on the run's first batch."""
     from prunelab.methods.lop import first_batch
     from prunelab.train.stage import recipe_groups
 
-    method, ctx, dense = lop_context(f"method.init={init}", "trainer.lr=0.05", "trainer.nesterov=true")
+    method, ctx, dense = lop_context(*overrides)
     expanded = method.prepare(copy.deepcopy(dense), ctx)
     plain = build_method(compose_config(["method=l1", "method.ratio=0.5"]).method).prepare(
         copy.deepcopy(dense), Context(ctx.data, CPU, 0, ctx.trainer))
@@ -341,32 +342,26 @@ def test_lr_match_makes_the_first_contracted_update_equal_the_plain_one(init: st
     batch = first_batch(ctx)
     one_sgd_step(plain, recipe_groups(plain, ctx.trainer), ctx.trainer, batch)
     one_sgd_step(expanded, method.factor_groups(expanded), ctx.trainer, batch)
+    steps = {n: (float((plain.get_submodule(n).weight - before[n]).norm()),
+                 float((expanded.get_submodule(n).contract().weight - before[n]).norm())) for n in method.expanded}
+    return method, ctx, steps
+
+
+@pytest.mark.parametrize("init", ["pinv", "orthonormal_noise"])
+def test_lr_match_makes_the_first_contracted_update_equal_the_plain_one(init: str) -> None:
+    method, ctx, steps = first_steps(f"method.init={init}", "trainer.lr=0.05", "trainer.nesterov=true")
     used = ctx.extra["step_ratio_used"]
-    assert set(used) == set(method.expanded) == set(ctx.extra["step_ratio"]) and len(method.expanded) == 56
-    for name in method.expanded:
-        plain_step = float((plain.get_submodule(name).weight - before[name]).norm())
-        lop_step = float((expanded.get_submodule(name).contract().weight - before[name]).norm())
+    assert set(used) == set(steps) == set(ctx.extra["step_ratio"]) and len(steps) == 56
+    for name, (plain_step, lop_step) in steps.items():
         assert lop_step == pytest.approx(plain_step, rel=1e-6), name
         assert used[name] == pytest.approx(1.0, rel=1e-9)
     assert max(ctx.extra["step_ratio"].values()) > 1.5  # without the match the expansion moves faster
 
 
 def test_without_lr_match_the_recorded_ratio_is_the_measured_step() -> None:
-    from prunelab.methods.lop import first_batch
-    from prunelab.train.stage import recipe_groups
-
-    method, ctx, dense = lop_context("method.lr_match=false", "method.factor_lr_scale=0.5")
-    expanded = method.prepare(copy.deepcopy(dense), ctx)
-    plain = build_method(compose_config(["method=l1", "method.ratio=0.5"]).method).prepare(
-        copy.deepcopy(dense), Context(ctx.data, CPU, 0, ctx.trainer))
-    before = {n: plain.get_submodule(n).weight.detach().clone() for n in method.expanded}
-    batch = first_batch(ctx)
-    one_sgd_step(plain, recipe_groups(plain, ctx.trainer), ctx.trainer, batch)
-    one_sgd_step(expanded, method.factor_groups(expanded), ctx.trainer, batch)
-    for name in method.expanded:
-        ratio = float((expanded.get_submodule(name).contract().weight - before[name]).norm()) / float(
-            (plain.get_submodule(name).weight - before[name]).norm())
-        assert ctx.extra["step_ratio_used"][name] == pytest.approx(ratio, rel=1e-6)
+    method, ctx, steps = first_steps("method.lr_match=false", "method.factor_lr_scale=0.5")
+    for name, (plain_step, lop_step) in steps.items():
+        assert ctx.extra["step_ratio_used"][name] == pytest.approx(lop_step / plain_step, rel=1e-6)
         assert method.lr_scales[name] == 0.5
 
 
