@@ -145,18 +145,20 @@ def arm_parser(description: str) -> argparse.ArgumentParser:
 
 def run_arms(arms: Sequence[Arm], jobs: int = 1, pin: bool = False, dry_run: bool = False) -> None:
     """Every arm (`run_arm`), `jobs` arms at a time, each run pinned to its own CPU with `pin`."""
-    cpus = [str(i) for i in range(jobs)] if pin and not dry_run else []
-    for cpu in cpus:
-        FREE_CPUS.put(cpu)
+    free: queue.SimpleQueue[str] | None = None
+    if pin and not dry_run:
+        free = queue.SimpleQueue()
+        for cpu in range(jobs):
+            free.put(str(cpu))
     with ThreadPoolExecutor(max_workers=1 if dry_run else jobs) as pool:
-        for future in [pool.submit(run_arm, arm, dry_run, cpus) for arm in arms]:
+        for future in [pool.submit(run_arm, arm, dry_run, free) for arm in arms]:
             future.result()
 
 
-def run_arm(arm: Arm, dry_run: bool, cpus: Sequence[str] = ()) -> None:
-    """Seed 0 over the lr grid, the lr chosen on the validation split, the other seeds at it (`cpus`: pin each
-    run to a free one of these CPUs, so that concurrent runs never share a core)."""
-    with _cpu(cpus) as cpu:
+def run_arm(arm: Arm, dry_run: bool, free: queue.SimpleQueue[str] | None = None) -> None:
+    """Seed 0 over the lr grid, the lr chosen on the validation split, the other seeds at it (`free`: CPUs no
+    other arm holds; the arm's runs are pinned to one of them, so that concurrent runs never share a core)."""
+    with _cpu(free) as cpu:
         _run_arm(arm, dry_run, cpu)
 
 
@@ -177,20 +179,17 @@ def _run_arm(arm: Arm, dry_run: bool, cpu: str | None) -> None:
             call(arm.config(lr, seed), dry_run, cpu)
 
 
-FREE_CPUS: queue.SimpleQueue[str] = queue.SimpleQueue()
-
-
 @contextmanager
-def _cpu(cpus: Sequence[str]) -> Iterator[str | None]:
-    """A CPU of `cpus` that no other arm holds, for the duration (None: no pinning)."""
-    if not cpus:
+def _cpu(free: queue.SimpleQueue[str] | None) -> Iterator[str | None]:
+    """A CPU of `free` for the duration, put back after (None: no pinning)."""
+    if free is None:
         yield None
         return
-    cpu = FREE_CPUS.get()
+    cpu = free.get()
     try:
         yield cpu
     finally:
-        FREE_CPUS.put(cpu)
+        free.put(cpu)
 
 
 def call(overrides: list[str], dry_run: bool, cpu: str | None = None) -> None:

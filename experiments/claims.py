@@ -1,0 +1,130 @@
+"""Each paper's central claims in the converged small setting (results/claims.md, conf/claims/*.yaml).
+
+    python experiments/claims.py [--only energy_aware|lrpet|basis|lop|cst ...] [--jobs N [--pin]] [--dry-run]
+
+The arms of `conf/experiment/claims_*.yaml` (ResNet-20 on the CIFAR-10 subset, 30-epoch teachers, a 500-image
+validation split; the basis claims in a CIFAR-10 0-4 -> 5-9 / digits transfer setting), run as `driver.Arm`s:
+seed 0 over the arm's lr grid, the lr with the best validation accuracy kept, seeds 1 and 2 at it.  Arms that
+train the same parametrisation as an arm already chosen (LRPET's ablations, CST's family and group arms) run at
+that arm's chosen lr, after it.  A config whose row is already in results/runs/claims_*.csv is not run again, so
+the study resumes from the committed rows.  `lop` runs experiments/lop_cifar10.py --small (its rows are
+results/runs/lop_cifar10.csv).  Then `python -m prunelab.report` writes the tables and the verdict page.
+
+Time on a 2-core CPU with --jobs 2 --pin (one run per core): energy_aware about 15 minutes, basis 30, lrpet 70
+(its ablation 40 more), cst 80 (its family and group arms 70 more), lop 100 (its own study).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+
+import pandas as pd
+
+from driver import LR_GRID, REPO, Arm, arm_parser, recorded, report, run_arms
+from prunelab.report.selection import Selection, chosen, column
+
+SCRATCH_GRID = (0.05, 0.1, 0.2)  # arms trained from scratch choose from around the teacher's lr (0.1)
+ADAM_LR = (1e-3,)  # basis pruning's recipe (conf/trainer/basis_adam.yaml); every basis arm trains the same scalings
+FINETUNE = ("trainer=subset_finetune", "trainer.epochs=5")
+STABILITY_CSV = REPO / "results" / "curves" / "claims_energy_aware_stability.csv"
+STABILITY = ["experiment=energy_aware_stability", "setting=subset", "model=resnet20", "measure.latency=false",
+             "method.compress_rate='[0.]+[0.15]*2+[0.4]*9'", "seed=0", "stability.criteria=[nuclear,hrank]",
+             "stability.images=[64]", "stability.reference_images=640", "stability.noise=[]",
+             "stability.seeds=[0,1,2]", "stability.accuracy_images=[]"]
+
+
+def energy_aware() -> list[Arm]:
+    return [Arm("claims_energy_aware", (f"method={m}",)) for m in ("nuclear", "l1", "hrank", "random")]
+
+
+def basis() -> list[Arm]:
+    variants = (("method=basis",), ("method=basis", "method.criterion=magnitude"), ("method=taylor_gates",),
+                ("method=double",))
+    return [Arm("claims_basis", (f"dataset={data}", *v), ADAM_LR) for data in ("cifar10_5to9", "digits")
+            for v in variants]
+
+
+LRPET = Arm("claims_lrpet", (), SCRATCH_GRID)
+LRPET_ABLATIONS = (("method.energy_transfer=none",), ("method.bn_rectify=false",))
+CST = Arm("claims_cst", ("method.rate=0.5",), SCRATCH_GRID)
+CST_HIGH_RATE = ("method.rate=0.9", "method.min_templates=1")  # at 0.9 a floor of 8 would bind in 16-wide layers
+CST_ABLATIONS = ((), ("method.family=affine",), ("method.groups=1",), ("method.groups=4",))
+
+
+def lrpet() -> list[Arm]:
+    svd = Arm("claims_lrpet", ("method=svd", "method.pruner.ratio=0", *FINETUNE))
+    return [LRPET, svd]
+
+
+def cst() -> list[Arm]:
+    dense = Arm("claims_cst", ("method.rate=0",), SCRATCH_GRID)
+    l1 = Arm("claims_cst", ("method=l1", "method.ratio=0.46", "method.reinit_after_pruning=false", *FINETUNE))
+    return [CST, dense, l1]
+
+
+def chosen_lr(arm: Arm) -> float | None:
+    """The lr `arm` chose on the validation split (None until its seed-0 grid is recorded)."""
+    rows = recorded(arm)
+    rows = rows[column(rows, "extra.lr").isin(arm.grid)] if len(rows) else rows
+    if len(rows) == 0 or set(column(rows[rows["seed"].astype(int) == arm.seeds[0]], "extra.lr")) != set(arm.grid):
+        return None
+    return float(chosen(rows, [], Selection("extra.lr", "extra.acc_val", arm.seeds[0]))["extra.lr"].iloc[0])
+
+
+def followers(leader: Arm, variants: Sequence[Sequence[str]], base: Sequence[str] = ()) -> list[Arm]:
+    """Arms of `leader`'s experiment and parametrisation at the lr `leader` chose (none before it has chosen)."""
+    lr = chosen_lr(leader)
+    return [] if lr is None else [Arm(leader.experiment, (*base, *v), (lr,)) for v in variants]
+
+
+def second_phase() -> list[Arm]:
+    return [*followers(LRPET, LRPET_ABLATIONS), *followers(CST, CST_ABLATIONS, CST_HIGH_RATE)]
+
+
+def score_stability(dry_run: bool) -> None:
+    """Spearman correlation of each layer's scores from 64 images with those from 640 (teacher of seed 0, three
+    image streams; experiments/energy_aware_stability.py), averaged over layers: one row per criterion and stream."""
+    print("+ score stability:", " ".join(STABILITY), flush=True)
+    if dry_run or STABILITY_CSV.is_file():
+        return
+    from energy_aware_stability import load_config, score_agreement
+
+    rows, reference = score_agreement(load_config(STABILITY))
+    spearman = rows[(rows["study"] == "images") & (rows["metric"] == "spearman")]
+    out = spearman.groupby(["criterion", "images", "seed"], as_index=False).agg(spearman=("value", "mean"),
+                                                                                 layers=("value", "size"))
+    out.insert(2, "reference_images", reference)
+    STABILITY_CSV.parent.mkdir(parents=True, exist_ok=True)
+    out.to_csv(STABILITY_CSV, index=False, float_format="%.6f")
+
+
+def lop(dry_run: bool, jobs: int, pin: bool) -> None:
+    from lop_cifar10 import small_arms
+
+    run_arms(small_arms([]), jobs, pin, dry_run)
+
+
+PARTS: dict[str, Callable[[], list[Arm]]] = {"energy_aware": energy_aware, "basis": basis, "lrpet": lrpet,
+                                             "cst": cst}
+ORDER = ("energy_aware", "basis", "lrpet", "cst", "lop")  # cheapest first: whole verdicts land early
+
+
+def main() -> None:
+    p = arm_parser(__doc__.splitlines()[0])
+    p.add_argument("--only", nargs="+", choices=ORDER, default=list(ORDER), help="the papers whose claims to run")
+    args = p.parse_args()
+    if args.overrides:
+        sys.exit("claims.py: the claims' settings live in conf/experiment/claims_*.yaml; edit them, not the command")
+    parts = [part for part in ORDER if part in args.only]
+    if "energy_aware" in parts:
+        score_stability(args.dry_run)
+    run_arms([arm for part in parts if part in PARTS for arm in PARTS[part]()], args.jobs, args.pin, args.dry_run)
+    run_arms(second_phase() if not args.dry_run else [], args.jobs, args.pin, args.dry_run)
+    if "lop" in parts:
+        lop(args.dry_run, args.jobs, args.pin)
+    report(args.dry_run)
+
+
+if __name__ == "__main__":
+    main()
