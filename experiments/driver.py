@@ -113,11 +113,12 @@ class Arm:
         return [f"experiment={self.experiment}", *self.overrides, f"trainer.lr={lr}", f"seed={seed}",
                 f"results.csv={results_csv(self.experiment)}"]
 
-    def label(self) -> tuple[str, str, str]:
-        """(method, target, model) as the record names them."""
+    def label(self) -> dict[str, str]:
+        """The record's columns that tell this arm's runs from those of the experiment's other arms."""
         cfg = compose_config(self.config(self.grid[0], 0))
         method = build_method(cfg.method)
-        return method.label, method.target, str(cfg.model.name)
+        return {"method": method.label, "target": method.target, "model": str(cfg.model.name),
+                "dataset": str(cfg.dataset.name)}
 
 
 def recorded(arm: Arm) -> pd.DataFrame:
@@ -126,9 +127,10 @@ def recorded(arm: Arm) -> pd.DataFrame:
     if not path.is_file():
         return pd.DataFrame()
     rows = load_results([path])
-    method, target, model = arm.label()
-    return rows[(rows["experiment"] == arm.experiment) & (rows["method"] == method) & (rows["target"] == target)
-                & (rows["model"] == model)]
+    keep = rows["experiment"] == arm.experiment
+    for key, value in arm.label().items():
+        keep &= rows[key].astype("string").fillna("") == value
+    return rows[keep]
 
 
 def has_row(rows: pd.DataFrame, lr: float, seed: int) -> bool:
@@ -173,7 +175,7 @@ def _run_arm(arm: Arm, dry_run: bool, cpu: str | None) -> None:
     best = chosen(rows[column(rows, "extra.lr").isin(arm.grid)], [], Selection("extra.lr", "extra.acc_val",
                                                                             arm.seeds[0]))
     lr = float(best["extra.lr"].iloc[0])
-    print(f"{arm.label()[:2]}: lr {lr} chosen (val {float(best['score'].iloc[0]):.2f} %)", flush=True)
+    print(f"{arm.label()}: lr {lr} chosen (val {float(best['score'].iloc[0]):.2f} %)", flush=True)
     for seed in arm.seeds[1:]:
         if not has_row(recorded(arm), lr, seed):
             call(arm.config(lr, seed), dry_run, cpu)

@@ -106,3 +106,53 @@ def test_bad_claim_configs_name_the_entry(tmp_path: Path, text: str, message: st
 def test_the_committed_claims_load() -> None:
     papers = load_claims(Path(__file__).resolve().parents[1] / "conf" / "claims")
     assert papers and all(p.claims for p in papers)
+
+
+def test_arms_read_their_own_metric_and_threshold_claims_read_a_csv(tmp_path: Path) -> None:
+    runs = load_results([write_csv(tmp_path / "runs.csv", [
+        run(method="basis", seed=s, acc_final=acc, base_acc=ref, params_reduction=red)
+        for s, (acc, ref, red) in enumerate([(55.0, 55.5, 0.60), (54.0, 54.4, 0.62), (56.0, 56.6, 0.61)])])])
+    curves = tmp_path / "curves.csv"  # relative to the repository root in a config; absolute here
+    curves.write_text("criterion,seed,spearman\nnuclear,0,0.95\nnuclear,1,0.97\nnuclear,2,0.96\nl1,0,0.1\n")
+    (tmp_path / "claims").mkdir()
+    (tmp_path / "claims" / "toy.yaml").write_text(f"""
+paper: Toy
+claims:
+  - id: within
+    claim: the pruned network is within one point of its reference
+    a: {{method: basis, metric: base_acc}}
+    b: {{method: basis}}
+    tolerance: 1
+  - id: reduction
+    claim: more than half of the parameters go
+    metric: params_reduction
+    b: {{method: basis}}
+    threshold: 0.5
+  - id: stable
+    claim: scores from few images rank like scores from many
+    b: {{csv: {curves}, metric: spearman, criterion: nuclear}}
+    threshold: 0.9
+""")
+    (paper,) = load_claims(tmp_path / "claims")
+    results = {c.id: evaluate(runs, c) for c in paper.claims}
+    assert results["within"].result.differences == pytest.approx((-0.5, -0.4, -0.6))
+    assert results["within"].verdict == "reproduced"  # mean -0.5, interval [-0.75, -0.25]: above -1
+    assert results["reduction"].arms["a"] == {0: 0.5, 1: 0.5, 2: 0.5}
+    assert results["reduction"].result.mean == pytest.approx(0.11) and results["reduction"].verdict == "reproduced"
+    assert results["stable"].arms["b"] == {0: 0.95, 1: 0.97, 2: 0.96} and results["stable"].verdict == "reproduced"
+    page = render_claims([paper], runs)
+    assert "| b − a > -1 (a: base_acc; b: acc_final) |" in page and "| 0.5 (threshold) |" in page
+    assert "b − a > 0 (spearman)" in page
+
+
+@pytest.mark.parametrize(("claim", "message"), [
+    ("a: {method: x}\n    b: {method: y}\n    threshold: 1", "a threshold claim has only an arm b"),
+    ("b: {csv: no/such.csv, metric: v}\n    threshold: 1", "csv no/such.csv does not exist"),
+    ("a: {method: l1}\n    b: {method: l1, colour: red}", r"no column\(s\) \['colour'\]"),
+])
+def test_bad_arms_are_refused_in_one_line(tmp_path: Path, claim: str, message: str) -> None:
+    runs = load_results([write_csv(tmp_path / "runs.csv", [run(method="l1", seed=0)])])
+    (tmp_path / "claims").mkdir()
+    (tmp_path / "claims" / "toy.yaml").write_text(f"paper: Toy\nclaims:\n  - id: c\n    claim: c\n    {claim}\n")
+    with pytest.raises(UserError, match=message):
+        evaluate(runs, load_claims(tmp_path / "claims")[0].claims[0])

@@ -284,7 +284,15 @@ class LRPET(Method):
         if self.ranks is not None:
             return f"ranks=list({len(self.ranks)})"
         floors = "" if self.floors == (None, None) else f",floor={self.floors[0]}/{self.floors[1]}"
-        return f"g={float(self.cfg.rank_ratio):g}{floors}"
+        return f"g={float(self.cfg.rank_ratio):g}{floors}{self.ablation}"
+
+    @property
+    def ablation(self) -> str:
+        """The options that depart from the paper's method, as the label shows them (nothing for the method)."""
+        off = [f"energy_transfer={self.how.transfer}"] if self.how.transfer != "scale" else []
+        off += ["bn_rectify=false"] if not self.how.bn_rectify else []
+        off += [f"redu_fac={self.how.redu_fac:g}"] if self.how.redu_fac else []
+        return "".join(f"; {part}" for part in off)
 
     def prepare(self, model: nn.Module, ctx: Context) -> nn.Module:
         """Fix the rank plan (once, before training); the model is unchanged."""

@@ -14,13 +14,19 @@ One YAML file per paper under ``conf/claims/``::
         versus: {a: {...}, b: {...}}   # optional: the claim is about (b - a) - (versus.b - versus.a)
         direction: 1                   # +1: b above a (or the contrast above 0); -1: below
         tolerance: 0                   # points: "within 1 point" claims give 1
+        metric: acc_final              # optional: the column compared (acc_compressed, params_reduction, ...)
         table: lop_cifar10             # the table the numbers come from (a link)
+      - id: ...
+        b: {csv: results/curves/x.csv, metric: spearman, criterion: nuclear}   # an arm read from another CSV
+        threshold: 0.9                 # one-sample: b's values against a constant (no arm a)
       - id: ...
         untestable: why this setting cannot test it   # a row with its reason instead of numbers
 
-Arms match runs by column values (compared as text); the metric is `acc_final` (test top-1, %).  Runs are
-paired by seed (prunelab/stats.py: mean difference, 95 % t interval, verdict: reproduced / not reproduced /
-inconclusive; fewer than two pairs: "too few runs").
+Arms match runs by column values (compared as text); the metric is the claim's `metric` (default `acc_final`,
+test top-1, %), or the arm's own `metric` (e.g. `base_acc`, the unpruned reference recorded in the same run).
+An arm with `csv` reads that file (relative to the repository root; it needs a `seed` column) instead of the
+runs.  Runs are paired by seed (prunelab/stats.py: mean difference, 95 % t interval, verdict: reproduced / not
+reproduced / inconclusive; fewer than two pairs: "too few runs"); a `threshold` claim pairs b with the constant.
 """
 
 from __future__ import annotations
@@ -39,8 +45,10 @@ from prunelab.report.selection import Selection, keep_chosen
 from prunelab.stats import Paired, paired, verdict
 
 _CLAIM_KEYS = frozenset({"id", "claim", "source", "select", "a", "b", "versus", "direction", "tolerance", "table",
-                         "untestable"})
+                         "untestable", "metric", "threshold"})
 METRIC = "acc_final"
+ARM_KEYS = ("metric", "csv")  # keys of an arm that say where its values come from, not which runs it matches
+REPO = Path(__file__).resolve().parents[3]
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,8 @@ class Claim:
     select: Selection | None = None
     direction: int = 1
     tolerance: float = 0.0
+    metric: str = METRIC
+    threshold: float | None = None
     table: str = ""
     untestable: str = ""
 
@@ -106,7 +116,10 @@ def _claim(where: str, item: Any) -> Claim:
               "table": str(item.get("table", ""))}
     if item.get("untestable"):
         return Claim(**common, untestable=str(item["untestable"]))
-    arms = {k: _arm(f"{where}.{k}", item.get(k)) for k in ("a", "b")}
+    threshold = item.get("threshold")
+    if threshold is not None and (item.get("a") is not None or item.get("versus") is not None):
+        raise UserError(f"{where}: a threshold claim has only an arm b (its values against the constant)")
+    arms = {k: _arm(f"{where}.{k}", item.get(k)) for k in (("b",) if threshold is not None else ("a", "b"))}
     versus = item.get("versus")
     if versus is not None:
         if not isinstance(versus, dict) or set(versus) != {"a", "b"}:
@@ -118,8 +131,9 @@ def _claim(where: str, item: Any) -> Claim:
     select = item.get("select")
     selection = None if select is None else Selection(str(select.get("among", Selection.among)),
                                                       str(select.get("by", Selection.by)), int(select.get("seed", 0)))
-    return Claim(**common, a=arms["a"], b=arms["b"], versus=versus, select=selection, direction=direction,
-                 tolerance=tolerance)
+    return Claim(**common, a=arms.get("a", {}), b=arms["b"], versus=versus, select=selection, direction=direction,
+                 tolerance=tolerance, metric=str(item.get("metric", METRIC)),
+                 threshold=None if threshold is None else float(threshold))
 
 
 def _arm(where: str, value: Any) -> dict[str, str]:
@@ -128,9 +142,21 @@ def _arm(where: str, value: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in value.items()}
 
 
-def arm_runs(runs: pd.DataFrame, match: dict[str, str], selection: Selection | None, name: str = "") -> dict[int, float]:
-    """{seed: acc_final} of the runs matching every `match` column (text), at the value `selection` keeps; two runs
-    of one seed are refused (an arm is one run per seed: narrow `match` or give `select`)."""
+def arm_runs(runs: pd.DataFrame, arm: dict[str, str], selection: Selection | None, name: str = "",
+             metric: str = METRIC) -> dict[int, float]:
+    """{seed: metric} of the runs matching every column of `arm` (text), at the value `selection` keeps (the arm's
+    own `metric` and `csv` keys: module docstring); two runs of one seed are refused (an arm is one run per seed:
+    narrow its columns or give `select`)."""
+    match = {k: v for k, v in arm.items() if k not in ARM_KEYS}
+    metric = arm.get("metric", metric)
+    if "csv" in arm:
+        path = REPO / arm["csv"]
+        if not path.is_file():
+            raise UserError(f"{name}: csv {arm['csv']} does not exist (run the experiment that writes it)")
+        runs, selection = pd.read_csv(path), None
+    missing = sorted((set(match) | {metric, "seed"}) - set(runs.columns)) if len(runs) else []
+    if missing:
+        raise UserError(f"{name}: no column(s) {missing} in its rows")
     keep = pd.Series(True, index=runs.index)
     for column, value in match.items():
         keep &= runs[column].astype("string").fillna("") == value
@@ -142,16 +168,19 @@ def arm_runs(runs: pd.DataFrame, match: dict[str, str], selection: Selection | N
         seed = int(seeds[seeds.duplicated()].iloc[0])
         raise UserError(f"{name} matches {int((seeds == seed).sum())} runs of seed {seed}: an arm is one run per "
                         "seed (narrow its columns or give the claim a select)")
-    return {int(s): float(a) for s, a in zip(seeds, chosen[METRIC])}
+    return {int(s): float(a) for s, a in zip(seeds, chosen[metric])}
 
 
 def evaluate(runs: pd.DataFrame, claim: Claim) -> Verdict:
     """The claim's arms, paired by seed (a contrast: per seed (b - a) - (versus.b - versus.a)), and its verdict."""
     if claim.untestable:
         return Verdict(claim, {}, None, "not tested")
-    matches = {"a": claim.a, "b": claim.b, **({"versus.a": claim.versus[0], "versus.b": claim.versus[1]}
-                                               if claim.versus is not None else {})}
-    arms = {key: arm_runs(runs, match, claim.select, f"claim {claim.id}: arm {key}") for key, match in matches.items()}
+    matches = {"b": claim.b, **({"a": claim.a} if claim.threshold is None else {}),
+               **({"versus.a": claim.versus[0], "versus.b": claim.versus[1]} if claim.versus is not None else {})}
+    arms = {key: arm_runs(runs, match, claim.select, f"claim {claim.id}: arm {key}", claim.metric)
+            for key, match in matches.items()}
+    if claim.threshold is not None:
+        arms["a"] = {seed: claim.threshold for seed in arms["b"]}
     seeds = sorted(set.intersection(*(set(v) for v in arms.values())))
     if len(seeds) < 2:
         return Verdict(claim, arms, None, "too few runs")
@@ -172,14 +201,24 @@ def _rule(claim: Claim) -> str:
     side = ">" if claim.direction == 1 else "<"
     bound = f"{'-' if claim.direction == 1 else ''}{claim.tolerance:g}" if claim.tolerance else "0"
     quantity = "(b − a) − (b′ − a′)" if claim.versus else "b − a"
-    return f"{quantity} {side} {bound}"
+    return f"{quantity} {side} {bound}{_metrics(claim)}"
+
+
+def _metrics(claim: Claim) -> str:
+    """What the rule compares when it is not test top-1: " (column)", or " (a: column; b: column)"."""
+    b = claim.b.get("metric", claim.metric)
+    a = b if claim.threshold is not None else claim.a.get("metric", claim.metric)
+    if a == b:
+        return "" if b == METRIC else f" ({b})"
+    return f" (a: {a}; b: {b})"
 
 
 def render_claims(papers: list[PaperClaims], runs: pd.DataFrame) -> str:
     """The markdown verdict page: one row per claim, grouped by paper."""
     lines = ["# Claims tested in the converged small setting", "",
              "Generated by `python -m prunelab.report` from the committed runs and `conf/claims/*.yaml`; do not edit.",
-             "Arms are paired by seed; the difference is b − a in test top-1 points with its 95 % t interval. Verdict "
+             "Arms are paired by seed; the difference is b − a in test top-1 points (or in the column the rule names) with its "
+             "95 % t interval; a threshold claim compares b with the constant. Verdict "
              "(src/prunelab/stats.py): **reproduced** when the whole interval lies on the claim's side of the rule's "
              "bound, **not reproduced** when it lies on the other side, **inconclusive** otherwise.", ""]
     for paper in papers:
@@ -199,7 +238,8 @@ def _row(result: Verdict) -> str:
     if claim.untestable:
         cells = [claim.claim, claim.source, "", "", "", claim.untestable, "**not tested**", table]
     else:
-        a, b = _mean_std(result.arms["a"]), _mean_std(result.arms["b"])
+        a = f"{claim.threshold:g} (threshold)" if claim.threshold is not None else _mean_std(result.arms["a"])
+        b = _mean_std(result.arms["b"])
         if claim.versus is not None:
             a += f"; a′ {_mean_std(result.arms['versus.a'])}"
             b += f"; b′ {_mean_std(result.arms['versus.b'])}"
