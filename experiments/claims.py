@@ -16,13 +16,16 @@ Time on a 2-core CPU with --jobs 2 --pin (one run per core): energy_aware about 
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable, Sequence
 
-import pandas as pd
+import torch
 
 from driver import LR_GRID, REPO, Arm, arm_parser, recorded, report, run_arms
+from prunelab.record import command_line, device_name, git_sha, utc_timestamp
 from prunelab.report.selection import Selection, chosen, column
+from prunelab.train.distributed import World, pick_device
 
 SCRATCH_GRID = (0.05, 0.1, 0.2)  # arms trained from scratch choose from around the teacher's lr (0.1)
 ADAM_LR = (1e-3,)  # basis pruning's recipe (conf/trainer/basis_adam.yaml); every basis arm trains the same scalings
@@ -90,13 +93,18 @@ def score_stability(dry_run: bool) -> None:
         return
     from energy_aware_stability import load_config, score_agreement
 
-    rows, reference = score_agreement(load_config(STABILITY))
+    cfg = load_config(STABILITY)
+    rows, reference = score_agreement(cfg)
     spearman = rows[(rows["study"] == "images") & (rows["metric"] == "spearman")]
     out = spearman.groupby(["criterion", "images", "seed"], as_index=False).agg(spearman=("value", "mean"),
                                                                                  layers=("value", "size"))
     out.insert(2, "reference_images", reference)
     STABILITY_CSV.parent.mkdir(parents=True, exist_ok=True)
     out.to_csv(STABILITY_CSV, index=False, float_format="%.6f")
+    STABILITY_CSV.with_suffix(".json").write_text(json.dumps({
+        "command": command_line(), "overrides": STABILITY, "git_sha": git_sha(REPO),
+        "device": device_name(pick_device(str(cfg.device), World())), "torch": torch.__version__,
+        "timestamp": utc_timestamp()}, indent=2) + "\n")
 
 
 def lop(dry_run: bool, jobs: int, pin: bool) -> None:
