@@ -9,7 +9,7 @@ import pytest
 
 from prunelab.errors import UserError
 from prunelab.report import load_results
-from prunelab.report.claims import evaluate, load_claims, render_claims
+from prunelab.report.claims import evaluate, load_claims, render_claims, render_summary, with_summary
 
 from test_report import run, write_csv
 
@@ -156,3 +156,16 @@ def test_bad_arms_are_refused_in_one_line(tmp_path: Path, claim: str, message: s
     (tmp_path / "claims" / "toy.yaml").write_text(f"paper: Toy\nclaims:\n  - id: c\n    claim: c\n    {claim}\n")
     with pytest.raises(UserError, match=message):
         evaluate(runs, load_claims(tmp_path / "claims")[0].claims[0])
+
+
+def test_the_readme_summary_has_one_line_per_claim_between_the_markers(setup) -> None:
+    papers, runs = setup
+    summary = render_summary(papers, runs)
+    assert summary.count("\n| ") == 5  # one line per claim below the header
+    assert "| Toy paper | b beats a | +1.97 [" in summary and "| Toy paper | needs ImageNet | no ImageNet here |" in summary
+    readme = "# x\n<!-- verdicts:start -->\nold\n<!-- verdicts:end -->\nafter\n"
+    updated = with_summary(readme, summary)
+    assert "old" not in updated and updated.endswith("<!-- verdicts:end -->\nafter\n")
+    assert with_summary(updated, summary) == updated  # idempotent
+    with pytest.raises(UserError, match="expected the markers"):
+        with_summary("# no markers\n", summary)

@@ -250,7 +250,8 @@ def test_committed_tables_are_current() -> None:
     if not any(committed.glob("*.md")):
         pytest.skip("no committed tables yet: run `python -m prunelab.report` and commit results/tables")
     outputs = build_report(tracked_result_csvs(ROOT), PAPER_CSV, TABLES, plots=False,
-                           claims_dir=ROOT / "conf" / "claims")
+                           claims_dir=ROOT / "conf" / "claims", readme=ROOT / "README.md")
+    assert "../README.md" in outputs  # the README's verdict table is checked with the tables
     stale = [name for name, content in outputs.items()
              if not (ROOT / "results" / name).is_file() or (ROOT / "results" / name).read_bytes() != content]
     assert not stale, f"stale tables {stale}: run `python -m prunelab.report` and commit results/tables"

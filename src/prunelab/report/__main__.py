@@ -1,8 +1,8 @@
 """`python -m prunelab.report [CSV ...] [--results-dir results] [--out results]`.
 
 Reads every results CSV under --results-dir (plus the CSVs given), and writes the paper tables
-to <out>/tables/<table>.md and .tex, their plots to <out>/plots/ and the claims' verdict page to
-<out>/claims.md.  Bad input is reported as one line (file, line, column) with exit status 2, and
+to <out>/tables/<table>.md and .tex, their plots to <out>/plots/, the claims' verdict page to
+<out>/claims.md and its summary into the verdict table of the README beside <out> (between its markers).  Bad input is reported as one line (file, line, column) with exit status 2, and
 nothing is written.  Rows of smoke runs (`debug=fast`, `extra.smoke`) are skipped with one warning
 line per file.
 """
@@ -39,12 +39,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         outputs = build_report(csvs, args.paper_numbers or args.results_dir / PAPER_NUMBERS, args.tables,
-                               claims_dir=args.claims)
+                               claims_dir=args.claims, readme=args.out.parent / "README.md")
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     write_outputs(outputs, args.out)
-    tables = sum(name.endswith(".md") for name in outputs)
+    tables = sum(name.startswith("tables/") and name.endswith(".md") for name in outputs)
     plots = sum(name.endswith(".png") for name in outputs)
     print(f"{len(csvs)} results CSV(s) -> {tables} tables (.md, .tex) and {plots} plots under {args.out}")
     return 0

@@ -5,17 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 
 from prunelab.errors import UserError
-from prunelab.report.claims import load_claims, render_claims
+from prunelab.report.claims import load_claims, render_claims, render_summary, with_summary
 from prunelab.report.frame import load_paper_numbers, load_results
 from prunelab.report.plots import png_bytes, table_figures
 from prunelab.report.spec import load_table_specs
 from prunelab.report.tables import render_latex, render_markdown, summarize
 
 
+README = "../README.md"  # the README beside the output dir, whose verdict table the report keeps current
+
+
 def build_report(result_csvs: list[Path], paper_csv: Path, tables_dir: Path, plots: bool = True,
-                 claims_dir: Path | None = None) -> dict[str, bytes]:
-    """Every table (.md, .tex) and plot (.png), and with `claims_dir` the verdict page (claims.md), as paths
-    relative to the output dir -> bytes.
+                 claims_dir: Path | None = None, readme: Path | None = None) -> dict[str, bytes]:
+    """Every table (.md, .tex) and plot (.png), and with `claims_dir` the verdict page (claims.md) and, given a
+    `readme` with verdict markers, that README with its verdict table (as `README`), as paths relative to the output
+    dir -> bytes.
 
     Loads and validates all inputs before rendering anything, so a bad CSV or config raises
     a `UserError` and nothing is produced.
@@ -36,4 +40,6 @@ def build_report(result_csvs: list[Path], paper_csv: Path, tables_dir: Path, plo
             outputs[f"plots/{stem}.png"] = png_bytes(figure)
     if claims:
         outputs["claims.md"] = render_claims(claims, runs).encode()
+        if readme is not None and readme.is_file():
+            outputs[README] = with_summary(readme.read_text(), render_summary(claims, runs)).encode()
     return outputs

@@ -3,6 +3,7 @@
 One YAML file per paper under ``conf/claims/``::
 
     paper: Boosting Pruned Networks with Linear Over-parameterization (arXiv:2204.11444)
+    short: Linear over-parameterization   # optional: the paper's name in the summary table
     notes: docs/papers/linear_overparam.md
     claims:
       - id: lop-l1-0.9
@@ -75,6 +76,7 @@ class PaperClaims:
     paper: str
     notes: str
     claims: tuple[Claim, ...]
+    short: str = ""  # the paper's name in the summary table (default: `paper`)
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,7 @@ def _load(path: Path) -> PaperClaims:
     ids = [c.id for c in claims]
     if len(set(ids)) != len(ids):
         raise UserError(f"{path}: claim ids must be unique, got {ids}")
-    return PaperClaims(str(raw["paper"]), str(raw.get("notes", "")), claims)
+    return PaperClaims(str(raw["paper"]), str(raw.get("notes", "")), claims, str(raw.get("short", raw["paper"])))
 
 
 def _claim(where: str, item: Any) -> Claim:
@@ -247,3 +249,28 @@ def _row(result: Verdict) -> str:
             f"{result.result.mean:+.2f} [{result.result.low:+.2f}, {result.result.high:+.2f}] (n={result.result.n})"
         cells = [claim.claim, claim.source, a, b, _rule(claim), diff, f"**{result.verdict}**", table]
     return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+
+def render_summary(papers: list[PaperClaims], runs: pd.DataFrame, page: str = "results/claims.md") -> str:
+    """One line per claim (paper, claim, paired difference, verdict): the verdict table the README shows, linking
+    to the full page."""
+    lines = ["| paper | claim | paired difference [95 % CI] | verdict |", "|---|---|---|---|"]
+    for paper in papers:
+        for claim in paper.claims:
+            result = evaluate(runs, claim)
+            diff = claim.untestable if claim.untestable else "" if result.result is None else \
+                f"{result.result.mean:+.2f} [{result.result.low:+.2f}, {result.result.high:+.2f}]{_metrics(claim)}"
+            cells = [paper.short, claim.claim, diff, f"**{result.verdict}**"]
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines) + f"\n\nThe arms, their spread and the rule of every row: [{page}]({page}).\n"
+
+
+README_START, README_END = "<!-- verdicts:start -->", "<!-- verdicts:end -->"
+
+
+def with_summary(readme: str, summary: str) -> str:
+    """`readme` with the text between its verdict markers replaced by `summary` (refused without both markers)."""
+    start, end = readme.find(README_START), readme.find(README_END)
+    if start < 0 or end < start:
+        raise UserError(f"README: expected the markers {README_START} and {README_END} around the verdict table")
+    return readme[:start + len(README_START)] + "\n" + summary + readme[end:]
