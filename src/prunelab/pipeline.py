@@ -22,6 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from prunelab import budget
 from prunelab.config import dataset_config
 from prunelab.data import build_dataset
 from prunelab.errors import UserError
@@ -67,11 +68,15 @@ def run(cfg: DictConfig, run_dir: Path, command: str = "") -> dict[str, Any]:
     cfg, caps = capped(cfg)
     if caps:
         log.info("debug=fast: %s", ", ".join(f"{key} {old} -> {new}" for key, (old, new) in caps.items()))
+    cfg, met = budget.apply(cfg)  # a budget becomes the method's knob before anything runs
+    if met:
+        log.info("budget.%s=%g: %s=%g keeps %.4f", met["cost"], met["budget"], met["knob"], met["value"],
+                 met["achieved"])
     with failed_writes(_write_places(cfg, run_dir), then=RESUME_AFTER_A_FAILED_WRITE):
-        return _run(cfg, run_dir, command)
+        return _run(cfg, run_dir, command, met)
 
 
-def _run(cfg: DictConfig, run_dir: Path, command: str) -> dict[str, Any]:
+def _run(cfg: DictConfig, run_dir: Path, command: str, met: dict[str, Any] | None = None) -> dict[str, Any]:
     """`run` without the translation of failed writes."""
     results_csv = Path(str(cfg.results.csv))
     done = _finished(cfg, results_csv)
@@ -96,6 +101,8 @@ def _run(cfg: DictConfig, run_dir: Path, command: str) -> dict[str, Any]:
     model = _starting_model(cfg, method, baseline, data, device)
     ctx = Context(data, device, int(cfg.seed), cfg.trainer, baseline.model if baseline else None,
                   str(cfg.model.name), run_dir)
+    if met:
+        ctx.extra["budget"] = met
     model = method.prepare(model, ctx).to(device)
     stages = method.stages(ctx)
     _check_stage_names(stages)

@@ -1,0 +1,92 @@
+"""Budgets instead of knobs (prunelab/budget.py): the bisection on exact step functions, every method with a knob
+on ResNet-20 (profile, random weights), monotone costs, refusals, and a run that records what it met."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from prunelab import budget
+from prunelab.config import compose_config
+from prunelab.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+METHODS = {  # overrides -> the knob the budget sets
+    "l1": (["method=l1"], "method.ratio"),
+    "nuclear": (["method=nuclear"], "method.ratio"),
+    "lrpet": (["method=lrpet"], "method.rank_ratio"),
+    "svd": (["method=svd", "method.pruner.ratio=0"], "method.rank_ratio"),
+    "cst": (["method=cst"], "method.rate"),
+    "lop": (["method=lop", "method.expand=0"], "method.pruner.ratio"),
+}
+
+
+def steps(cfg, cost: str) -> float:
+    """A cost that falls by 0.1 at every tenth of the knob, as integer channel counts make it fall."""
+    return 1 - math.floor(float(cfg.method.ratio) * 10) / 10
+
+
+def config(*overrides: str):
+    return compose_config(["model=resnet20", "method=l1", *overrides])
+
+
+def test_the_bisection_finds_the_least_compression_that_fits() -> None:
+    solution = budget.solve(config("budget.macs=0.55", "budget.tolerance=0.1"), steps)
+    assert solution.achieved == 0.5 and 0.5 <= solution.value <= 0.5 + budget.STEP  # the step just past 0.5
+    assert solution.knob == "method.ratio" and solution.budget == 0.55 and solution.cost == "macs"
+    assert budget.solve(config("budget.params=1"), steps).value == 0.0  # the dense model fits: nothing removed
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["budget.macs=0.55"], r"closest l1 gets from below is 0.5000 .* more than budget.tolerance=0.02"),
+    (["budget.macs=0.01"], r"budget.macs=0.01 is below l1's floor: at method.ratio=0.99, .* keeps 0.1000"),
+    (["budget.macs=0.5", "budget.params=0.5"], "one budget at a time"),
+    (["budget.macs=0.5", "method.compress_rate='[0.]+[0.4]*11'"], "give method.compress_rate=null"),
+    (["budget.macs=0.5", "method=basis"], "method=basis has no knob that fixes its cost before training"),
+])
+def test_budgets_that_cannot_be_met_are_refused_in_one_line(overrides: list[str], message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        budget.solve(config(*overrides), steps)
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+@pytest.mark.parametrize("cost", budget.COSTS)
+def test_every_knob_meets_a_budget_from_below_within_the_tolerance(name: str, cost: str) -> None:
+    overrides, knob = METHODS[name]
+    cfg = compose_config(["model=resnet20", *overrides, f"budget.{cost}=0.6", "budget.tolerance=0.05"])
+    solved, met = budget.apply(cfg)
+    assert met["knob"] == knob and met["cost"] == cost
+    assert 0.6 - 0.05 <= met["achieved"] <= 0.6
+    assert budget.profile_fraction(solved, cost) == pytest.approx(met["achieved"])  # what the config now reaches
+
+
+@pytest.mark.parametrize("name", ["l1", "cst", "svd"])
+def test_the_profiled_cost_is_non_increasing_in_the_knob(name: str) -> None:
+    overrides, knob = METHODS[name]
+    values = [0.1, 0.3, 0.5, 0.7, 0.9]
+    fractions = [budget.profile_fraction(compose_config(["model=resnet20", *overrides, f"{knob}={v}"]), "macs")
+                 for v in values]
+    assert fractions == sorted(fractions, reverse=True) and fractions[0] > fractions[-1]
+
+
+def test_a_run_records_the_budget_it_met_and_a_refused_one_writes_nothing(tmp_path: Path) -> None:
+    common = ["model=resnet20", "model.widths=[8,16,32]", "dataset=synthetic", "dataset.num_train=32",
+              "dataset.num_test=16", "dataset.image_size=8", "trainer=smoke", "device=cpu", "measure.latency=false",
+              f"results.csv={tmp_path}/runs.csv", f"paths.baselines={tmp_path}/b", f"paths.checkpoints={tmp_path}/c",
+              f"hydra.run.dir={tmp_path}/run", "method=l1"]
+    ok = subprocess.run([sys.executable, "run.py", *common, "budget.params=0.6", "budget.tolerance=0.05"], cwd=REPO,
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    record = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    met = record["extra"]["budget"]
+    assert met["knob"] == "method.ratio" and record["target"] == f"ratio={met['value']:g}"
+    assert 1 - record["params_reduction"] == pytest.approx(met["achieved"], abs=1e-6) and met["achieved"] <= 0.6
+    bad = subprocess.run([sys.executable, "run.py", *common, "budget.macs=0.01", f"hydra.run.dir={tmp_path}/bad"],
+                         cwd=REPO, capture_output=True, text=True)
+    assert bad.returncode == 2 and "below l1's floor" in bad.stderr.strip().splitlines()[-1]
+    assert (tmp_path / "runs.csv").read_text().count("\n") == 2  # the header and the one run
