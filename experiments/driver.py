@@ -19,6 +19,8 @@ import queue
 import shlex
 import subprocess
 import sys
+import threading
+import traceback
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -26,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+
+from filelock import FileLock
 
 from prunelab.config import compose_config
 from prunelab.methods.base import build_method
@@ -99,6 +103,9 @@ LR_GRID = (0.01, 0.03, 0.1)  # the fine-tuning lr every arm of a comparison choo
 SEEDS = (0, 1, 2)
 
 
+COMPOSING = threading.Lock()
+
+
 @dataclass(frozen=True)
 class Arm:
     """One arm of a comparison: its experiment and overrides (without lr and seed), the lr grid it chooses from
@@ -115,7 +122,8 @@ class Arm:
 
     def label(self) -> dict[str, str]:
         """The record's columns that tell this arm's runs from those of the experiment's other arms."""
-        cfg = compose_config(self.config(self.grid[0], 0))
+        with COMPOSING:  # Hydra's global state: one composition at a time across the arms' threads
+            cfg = compose_config(self.config(self.grid[0], 0))
         method = build_method(cfg.method)
         return {"method": method.label, "target": method.target, "model": str(cfg.model.name),
                 "dataset": str(cfg.dataset.name)}
@@ -126,7 +134,8 @@ def recorded(arm: Arm) -> pd.DataFrame:
     path = REPO / results_csv(arm.experiment)
     if not path.is_file():
         return pd.DataFrame()
-    rows = load_results([path])
+    with FileLock(f"{path}.lock"):  # the lock every run takes to append its row: never read half a row
+        rows = load_results([path])
     keep = rows["experiment"] == arm.experiment
     for key, value in arm.label().items():
         keep &= rows[key].astype("string").fillna("") == value
@@ -161,7 +170,12 @@ def run_arm(arm: Arm, dry_run: bool, free: queue.SimpleQueue[str] | None = None)
     """Seed 0 over the lr grid, the lr chosen on the validation split, the other seeds at it (`free`: CPUs no
     other arm holds; the arm's runs are pinned to one of them, so that concurrent runs never share a core)."""
     with _cpu(free) as cpu:
-        _run_arm(arm, dry_run, cpu)
+        try:
+            _run_arm(arm, dry_run, cpu)
+        except BaseException:
+            print(f"arm {arm.experiment} {' '.join(arm.overrides)} failed (the other arms go on):\n"
+                  f"{traceback.format_exc()}", file=sys.stderr, flush=True)
+            raise
 
 
 def _run_arm(arm: Arm, dry_run: bool, cpu: str | None) -> None:
