@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from prunelab import budget
 from prunelab.config import compose_config
@@ -90,3 +91,37 @@ def test_a_run_records_the_budget_it_met_and_a_refused_one_writes_nothing(tmp_pa
                          cwd=REPO, capture_output=True, text=True)
     assert bad.returncode == 2 and "below l1's floor" in bad.stderr.strip().splitlines()[-1]
     assert (tmp_path / "runs.csv").read_text().count("\n") == 2  # the header and the one run
+
+
+def test_the_global_order_ranks_filters_by_score_over_their_layer_mean() -> None:
+    from prunelab.methods.allocation import fit_budget, global_order, kept_after, removable
+
+    scores = {"a": torch.tensor([1.0, 2.0, 3.0]), "b": torch.tensor([10.0, 30.0])}  # means 2 and 20
+    assert global_order(scores) == [("a", 0), ("b", 0), ("a", 1), ("a", 2), ("b", 1)]  # 0.5, 0.5, 1, 1.5, 1.5
+    channels = {"a": 3, "b": 2}
+    assert kept_after(global_order(scores), channels, 3) == {"a": [2], "b": [1]}  # a's second is skipped: min 1
+    assert removable(channels) == 3
+    kept_share = lambda kept: sum(map(len, kept.values())) / 5  # noqa: E731
+    assert fit_budget(global_order(scores), channels, kept_share, 0.6) == (2, 0.6)
+    assert fit_budget(global_order(scores), channels, kept_share, 0.3) == (4, 0.4)  # below the floor: refused
+
+
+def test_global_allocation_meets_a_budget_with_one_filter_left_per_layer_at_least(tmp_path: Path) -> None:
+    common = ["model=resnet20", "model.widths=[8,16,32]", "dataset=synthetic", "dataset.num_train=32",
+              "dataset.num_test=16", "dataset.image_size=8", "trainer=smoke", "device=cpu", "measure.latency=false",
+              f"results.csv={tmp_path}/runs.csv", f"paths.baselines={tmp_path}/b", f"paths.checkpoints={tmp_path}/c",
+              "method=l1", "method.allocation=global"]
+    ok = subprocess.run([sys.executable, "run.py", *common, "budget.macs=0.4", f"hydra.run.dir={tmp_path}/run"],
+                        cwd=REPO, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    record = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    met, widths = record["extra"]["budget"], record["extra"]["kept_widths"]
+    assert record["target"] == "macs<=0.4; global" and met["knob"] == "removed filters (global)"
+    assert 1 - record["macs_reduction"] == pytest.approx(met["achieved"]) and 0.4 - 0.02 <= met["achieved"] <= 0.4
+    assert len(widths) == 9 and min(widths.values()) >= 1 and len(set(widths.values())) > 1  # not uniform
+    bad = subprocess.run([sys.executable, "run.py", *common, "budget.macs=0.01", f"hydra.run.dir={tmp_path}/bad"],
+                         cwd=REPO, capture_output=True, text=True)
+    assert bad.returncode == 2 and "below the floor of l1 with allocation=global" in bad.stderr.strip().splitlines()[-1]
+    mixed = subprocess.run([sys.executable, "run.py", *common, "method.round_to=4", f"hydra.run.dir={tmp_path}/m"],
+                           cwd=REPO, capture_output=True, text=True)
+    assert mixed.returncode == 2 and "method.round_to=1" in mixed.stderr.strip().splitlines()[-1]

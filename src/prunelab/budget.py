@@ -50,6 +50,20 @@ KNOBS = {
 
 
 @dataclass(frozen=True)
+class Target:
+    """A budget a method meets by itself while it prunes (its structure depends on trained weights)."""
+
+    cost: str
+    fraction: float
+    tolerance: float
+
+
+def meets_itself(cfg: DictConfig) -> bool:
+    """Whether the method meets a budget during `prepare` (channel pruners with `allocation=global`)."""
+    return str(cfg.method.kind) == "channel" and cfg.method.get("allocation") == "global"
+
+
+@dataclass(frozen=True)
 class Solution:
     """What the record keeps: the budget asked for, the knob value that met it and the cost it reached."""
 
@@ -129,8 +143,19 @@ def solve(cfg: DictConfig, fraction: Callable[[DictConfig, str], float] = profil
     return Solution(cost, budget, key, value, f_high, tolerance)
 
 
+def target(cfg: DictConfig) -> Target | None:
+    """The budget a self-budgeting method meets in `prepare` (`meets_itself`), else None."""
+    asked = requested(cfg)
+    if asked is None or not meets_itself(cfg):
+        return None
+    return Target(asked[0], asked[1], float(cfg.budget.tolerance))
+
+
 def apply(cfg: DictConfig, fraction: Callable[[DictConfig, str], float] = profile_fraction) -> tuple[DictConfig, dict]:
-    """`cfg` with its method's knob set to meet the budget, and the record's `extra.budget` ({} without one)."""
+    """`cfg` with its method's knob set to meet the budget, and the record's `extra.budget` ({} without one, or
+    when the method meets the budget itself: `target`)."""
+    if meets_itself(cfg):
+        return cfg, {}
     solution = solve(cfg, fraction)
     if solution is None:
         return cfg, {}

@@ -103,6 +103,7 @@ def _run(cfg: DictConfig, run_dir: Path, command: str, met: dict[str, Any] | Non
                   str(cfg.model.name), run_dir)
     if met:
         ctx.extra["budget"] = met
+    ctx.budget = budget.target(cfg)
     model = method.prepare(model, ctx).to(device)
     stages = method.stages(ctx)
     _check_stage_names(stages)

@@ -236,6 +236,7 @@ METHOD_KINDS: dict[str, Rules] = {  # conf/method/*.yaml, by method.kind; `name`
         "compress_rate": Rates(null=True),
         "stage_outputs": Flag(),
         "round_to": Int(lo=1, help="1: no rounding"),
+        "allocation": OneOf(("uniform", "global")),
         "ties": OneOf(TIES),
         "reinit_after_pruning": Flag(),
         "stage_mode": OneOf(STAGE_MODES),

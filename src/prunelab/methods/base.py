@@ -30,6 +30,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from prunelab.budget import Target
 from prunelab.data.base import Dataset
 from prunelab.train.callbacks import Callback
 from prunelab.train.stage import ParamGroup, Stage
@@ -47,6 +48,7 @@ class Context:
     model_name: str = ""
     run_dir: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # numbers the method reports (-> record "extra")
+    budget: Target | None = None  # a budget the method meets by itself (prunelab.budget.target)
 
 
 class Method:

@@ -12,6 +12,7 @@ sources prune stage outputs per block, see `stage_mode: independent`).
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from collections.abc import Sequence
@@ -19,10 +20,13 @@ from dataclasses import replace
 
 import numpy as np
 import torch
+from omegaconf import DictConfig
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from prunelab.errors import UserError
+from prunelab.measure import count
+from prunelab.methods.allocation import fit_budget, global_order, kept_after, removable
 from prunelab.methods.base import Context, Method, register
 from prunelab.methods.criteria import CRITERIA
 from prunelab.models.cifar_vgg import CifarVGG
@@ -101,6 +105,13 @@ def group_score(group: ChannelGroup, scores: dict[str, torch.Tensor]) -> torch.T
 class ChannelPruning(Method):
     """Criterion-ranked filter pruning (L1, random and the criteria of the energy-aware paper)."""
 
+    def __init__(self, cfg: DictConfig) -> None:
+        super().__init__(cfg)
+        if cfg.allocation == "global" and (cfg.compress_rate is not None or int(cfg.round_to) > 1):
+            raise UserError("method.allocation=global chooses every layer's width itself: give "
+                            "method.compress_rate=null and method.round_to=1")
+        self.budget_met = ""  # with allocation=global and a budget: "macs<=0.5" once prepare has met it
+
     @property
     def label(self) -> str:
         return str(self.cfg.criterion)
@@ -111,11 +122,48 @@ class ChannelPruning(Method):
             rates = self.cfg.compress_rate
             text = rates if isinstance(rates, str) else "[" + ",".join(f"{float(r):g}" for r in rates) + "]"
             return text + self._rounding
-        return f"ratio={float(self.cfg.ratio):g}" + ("+stages" if self.cfg.stage_outputs else "") + self._rounding
+        size = self.budget_met or f"ratio={float(self.cfg.ratio):g}"
+        allocation = "; global" if self.cfg.allocation == "global" else ""
+        return size + ("+stages" if self.cfg.stage_outputs else "") + self._rounding + allocation
 
     @property
     def _rounding(self) -> str:
         return f"; round_to={int(self.cfg.round_to)}" if int(self.cfg.round_to) > 1 else ""
+
+    def global_keep(self, model: nn.Module, groups: list[ChannelGroup], todo: list[ChannelGroup],
+                    scores: dict[str, torch.Tensor], ctx: Context) -> dict[str, torch.Tensor]:
+        """`allocation=global` (methods/allocation.py): filters ranked across the groups by normalised score; the
+        fewest removals that meet the run's budget (`ctx.budget`), else `ratio` of all prunable filters."""
+        shape, mode = ctx.data.input_shape, str(self.cfg.stage_mode)
+        order = global_order({g.name: group_score(g, scores) for g in todo})
+        channels = {g.name: g.channels for g in todo}
+        as_tensors = lambda kept: {k: torch.tensor(v) for k, v in kept.items()}  # noqa: E731
+        if ctx.budget is None:
+            n = round(float(self.cfg.ratio) * sum(channels.values()))
+            return as_tensors(kept_after(order, channels, n))
+        target, dense = ctx.budget, count(model, shape)
+
+        def cost(kept: dict[str, list[int]]) -> float:
+            pruned = remove_channels(copy.deepcopy(model), groups, as_tensors(kept), shape, mode)
+            return getattr(count(pruned, shape), target.cost) / getattr(dense, target.cost)
+
+        n, achieved = fit_budget(order, channels, cost, target.fraction)
+        if n > removable(channels):
+            raise UserError(f"budget.{target.cost}={target.fraction:g} is below the floor of {self.label} with "
+                            f"allocation=global: one filter left in every pruned layer keeps {achieved:.4f} of the "
+                            f"dense {target.cost}; ask for at least {achieved:.4f}")
+        if target.fraction - achieved > target.tolerance:
+            raise UserError(f"budget.{target.cost}={target.fraction:g}: the closest global allocation gets from "
+                            f"below is {achieved:.4f}, more than budget.tolerance={target.tolerance:g} under it")
+        self.budget_met = f"{target.cost}<={target.fraction:g}"
+        ctx.extra["budget"] = {"cost": target.cost, "budget": target.fraction, "knob": "removed filters (global)",
+                               "value": n, "achieved": achieved, "tolerance": target.tolerance}
+        return as_tensors(kept_after(order, channels, n))
+
+    @property
+    def pruned_kinds(self) -> set[str]:
+        """The kinds of group a uniform ratio (or the global allocation) prunes."""
+        return {"inner", "stem", "stage"} if self.cfg.stage_outputs else {"inner"}
 
     def rates(self, groups: list[ChannelGroup]) -> list[float]:
         """One rate per slot of the model's layout."""
@@ -128,10 +176,9 @@ class ChannelPruning(Method):
                     f"(groups in order: {', '.join(g.name for g in groups[:4])}, ...)"
                 )
             return rates
-        pruned = {"inner", "stem", "stage"} if self.cfg.stage_outputs else {"inner"}
         by_slot = [0.0] * slots
         for g in groups:
-            if g.kind in pruned:
+            if g.kind in self.pruned_kinds:
                 by_slot[g.slot] = float(self.cfg.ratio)
         return by_slot
 
@@ -153,7 +200,8 @@ class ChannelPruning(Method):
         shape = ctx.data.input_shape
         groups = channel_groups(model, shape, mode)
         rates = self.rates(groups)
-        todo = [g for g in groups if rates[g.slot] > 0]
+        globally = self.cfg.allocation == "global"
+        todo = [g for g in groups if (g.kind in self.pruned_kinds if globally else rates[g.slot] > 0)]
         if not todo:
             return model
         pre_add, pooled = self.cfg.scoring.feature == "pre_add", bool(self.cfg.scoring.vgg_pool)
@@ -162,10 +210,14 @@ class ChannelPruning(Method):
         score = CRITERIA[str(self.cfg.criterion)]
         batches = self.scoring_batches(ctx) if score.needs_data else []
         scores = score(model, members, batches, ctx.seed)
-        round_to = int(self.cfg.round_to)
-        keep = {g.name: top_k(group_score(g, scores), kept_count(g.channels, rates[g.slot], round_to),
-                              str(self.cfg.ties)) for g in todo}
-        ctx.extra.update({"criterion": str(self.cfg.criterion), "stage_mode": mode})
+        if globally:
+            keep = self.global_keep(model, groups, todo, scores, ctx)
+        else:
+            round_to = int(self.cfg.round_to)
+            keep = {g.name: top_k(group_score(g, scores), kept_count(g.channels, rates[g.slot], round_to),
+                                  str(self.cfg.ties)) for g in todo}
+        ctx.extra.update({"criterion": str(self.cfg.criterion), "stage_mode": mode,
+                          "kept_widths": {g.name: len(keep[g.name]) for g in todo}})
         if self.cfg.ties == "numpy":  # its tie order is the build's: name the build
             ctx.extra["ties"] = f"numpy {np.__version__}"
         pruned = remove_channels(model, groups, keep, shape, mode)
