@@ -56,7 +56,7 @@ def test_budgets_that_cannot_be_met_are_refused_in_one_line(overrides: list[str]
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
-@pytest.mark.parametrize("cost", budget.COSTS)
+@pytest.mark.parametrize("cost", ["macs", "params"])  # latency: on a fake timer below
 def test_every_knob_meets_a_budget_from_below_within_the_tolerance(name: str, cost: str) -> None:
     overrides, knob = METHODS[name]
     cfg = compose_config(["model=resnet20", *overrides, f"budget.{cost}=0.6", "budget.tolerance=0.05"])
@@ -125,3 +125,17 @@ def test_global_allocation_meets_a_budget_with_one_filter_left_per_layer_at_leas
     mixed = subprocess.run([sys.executable, "run.py", *common, "method.round_to=4", f"hydra.run.dir={tmp_path}/m"],
                            cwd=REPO, capture_output=True, text=True)
     assert mixed.returncode == 2 and "method.round_to=1" in mixed.stderr.strip().splitlines()[-1]
+
+
+def test_a_latency_budget_is_searched_on_timings_here_a_fake_timer_that_counts_macs(monkeypatch) -> None:
+    from prunelab.measure import count, latency
+
+    def fake_median_s(model, x, autocast: bool, min_run_time: float) -> float:
+        return count(model, tuple(x.shape[1:])).macs * 1e-9  # "time" proportional to the deploy form's MACs
+
+    monkeypatch.setattr(latency, "_median_s", fake_median_s)
+    common = ["model=resnet20", "method=cst", "budget.tolerance=0.05", "measure.latency=false"]
+    by_time = budget.solve(compose_config([*common, "budget.latency=0.6"]))
+    by_macs = budget.solve(compose_config([*common, "budget.macs=0.6"]))
+    assert by_time.cost == "latency" and by_time.knob == "method.rate"
+    assert by_time.value == by_macs.value and by_time.achieved == pytest.approx(by_macs.achieved)

@@ -1,4 +1,5 @@
-"""A budget instead of a knob: `budget.macs=F` or `budget.params=F` keeps at most F of the dense model's cost.
+"""A budget instead of a knob: `budget.macs=F`, `budget.params=F` or `budget.latency=F` keeps at most F of the dense
+model's cost (latency: measured on the run's device at the first `measure.latency.batch`, as runs record it).
 
 For a method whose structure is fixed before training, the cost after compression is a function c(k) of its knob k
 (`KNOBS`: channel pruners' `ratio`, LRPET's and svd's `rank_ratio`, CST's `rate`, a composite's inner knob), taken
@@ -26,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from prunelab.errors import UserError
 
-COSTS = ("macs", "params")
+COSTS = ("macs", "params", "latency")
 STEP = 1e-3  # bisection stops when the knob's interval is this narrow (finer than one channel of 64)
 
 
@@ -99,11 +100,25 @@ def knob_of(cfg: DictConfig) -> Knob:
 
 
 def profile_fraction(cfg: DictConfig, cost: str) -> float:
-    """The compressed model's `cost` as a fraction of the dense model's (prunelab.profile, random weights)."""
-    from prunelab.profile import profile
+    """The compressed model's `cost` as a fraction of the dense model's (prunelab.profile, random weights); for
+    latency, dense / compressed time measured as runs record it (deploy form, BatchNorm folded, interleaved) on
+    the run's device at the first `measure.latency.batch`."""
+    from prunelab.profile import compressed, profile
 
-    out = profile(cfg)
-    return out[cost] / out[f"base_{cost}"]
+    if cost != "latency":
+        out = profile(cfg)
+        return out[cost] / out[f"base_{cost}"]
+    from prunelab.measure.latency import configured_latency
+    from prunelab.train.distributed import World, pick_device
+
+    dense, model, data, _, _ = compressed(cfg)
+    device = pick_device(str(cfg.device), World())
+    node = cfg.measure.latency if isinstance(cfg.measure.latency, DictConfig) else OmegaConf.create({})
+    batches = list(node.get("batch") or ([256] if device.type == "cuda" else [1, 64]))[:1]
+    settings = copy.deepcopy(cfg)
+    OmegaConf.update(settings, "measure.latency", {**OmegaConf.to_container(node), "batch": batches}, merge=False)
+    timed = configured_latency(settings, model.to(device), dense.to(device), tuple(data.input_shape), device)
+    return 1 / timed[f"batch_{batches[0]}"]["speedup"]
 
 
 def solve(cfg: DictConfig, fraction: Callable[[DictConfig, str], float] = profile_fraction) -> Solution | None:

@@ -186,6 +186,7 @@ TOP = Scope({  # conf/config.yaml, and keys of conf/experiment/*.yaml outside ev
     "results.csv": Text(),
     "budget.macs": Real(lo=0, hi=1, lo_open=True, null=True, help="null: no MAC budget"),
     "budget.params": Real(lo=0, hi=1, lo_open=True, null=True, help="null: no parameter budget"),
+    "budget.latency": Real(lo=0, hi=1, lo_open=True, null=True, help="null: no latency budget"),
     "budget.tolerance": FRACTION,
     "measure.latency": Off(null=True, on="measure.latency.batch=[1,64]"),
     "paths.baselines": Text(),
