@@ -139,3 +139,19 @@ def test_a_latency_budget_is_searched_on_timings_here_a_fake_timer_that_counts_m
     by_macs = budget.solve(compose_config([*common, "budget.macs=0.6"]))
     assert by_time.cost == "latency" and by_time.knob == "method.rate"
     assert by_time.value == by_macs.value and by_time.achieved == pytest.approx(by_macs.achieved)
+
+
+@pytest.mark.parametrize("method", ["basis", "taylor_gates"])
+def test_pruning_rounds_stop_where_the_exported_cost_fits_the_budget(tiny_cfg, tmp_path: Path, method: str) -> None:
+    from prunelab import pipeline
+
+    rounds = [f"method={method}", "dataset.val_images=16", "method.reference_epochs=1", "method.max_rounds=8",
+              "method.fraction=0.3", "method.scoring.batches=2", "budget.tolerance=0.05"]
+    record = pipeline.run(tiny_cfg(*rounds, "budget.params=0.6"), tmp_path / "run")
+    met, history = record["extra"]["budget"], record["extra"]["rounds"]
+    assert met["knob"] == "pruning rounds" and 0.55 <= met["achieved"] <= 0.6
+    assert 1 - record["params_reduction"] == pytest.approx(met["achieved"])  # the exported model is what was met
+    trained = [h for h in history if h["event"] == "trained"]
+    assert len(trained) < 8 + 1 and not any(h.get("restored") for h in history)  # stopped by the budget
+    with pytest.raises(UserError, match="below the floor of the pruning rounds"):
+        pipeline.run(tiny_cfg(*rounds, "budget.params=0.001", "seed=1"), tmp_path / "floor")

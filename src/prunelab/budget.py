@@ -59,9 +59,14 @@ class Target:
     tolerance: float
 
 
+ROUNDS = ("basis", "taylor_gates")  # structure chosen while training: the budget is the rounds' stopping target
+
+
 def meets_itself(cfg: DictConfig) -> bool:
-    """Whether the method meets a budget during `prepare` (channel pruners with `allocation=global`)."""
-    return str(cfg.method.kind) == "channel" and cfg.method.get("allocation") == "global"
+    """Whether the method meets a budget while it prunes: channel pruners with `allocation=global` (in `prepare`),
+    basis and gate rounds (their stopping target, methods/rounds.py)."""
+    kind = str(cfg.method.kind)
+    return kind in ROUNDS or (kind == "channel" and cfg.method.get("allocation") == "global")
 
 
 @dataclass(frozen=True)
@@ -163,6 +168,9 @@ def target(cfg: DictConfig) -> Target | None:
     asked = requested(cfg)
     if asked is None or not meets_itself(cfg):
         return None
+    if asked[0] == "latency":
+        raise UserError(f"budget.latency: method={cfg.method.name} chooses its structure while it trains, where no "
+                        "model can be timed; give budget.macs or budget.params")
     return Target(asked[0], asked[1], float(cfg.budget.tolerance))
 
 
@@ -170,6 +178,7 @@ def apply(cfg: DictConfig, fraction: Callable[[DictConfig, str], float] = profil
     """`cfg` with its method's knob set to meet the budget, and the record's `extra.budget` ({} without one, or
     when the method meets the budget itself: `target`)."""
     if meets_itself(cfg):
+        target(cfg)  # its refusals, before anything runs
         return cfg, {}
     solution = solve(cfg, fraction)
     if solution is None:

@@ -21,6 +21,13 @@ A stage that runs out of rounds ends with the last round's training.  Every eval
 logged in `history` (round, kept units, cost, validation and test accuracy): the test accuracy
 is only reported, never used to select.
 
+With a budget (`budget.macs` / `budget.params`, `prunelab.budget.Target`) the budget is the stopping target
+instead of the accuracy tolerance: before the first epoch the floor (every layer at `min_keep`) is checked
+against it (refused in one line if it does not fit); each round prunes as in 3., and the round whose pruning
+brings the exported cost within the budget prunes only the fewest of its units that do (bisection on their
+number, lowest scores first); the stage trains that round's epochs, then stops.  Out of rounds before the
+budget fits: refused, naming `max_rounds` and `fraction`.
+
 Criteria (higher = more important):
 
     taylor     mean over `scoring_batches` minibatches (None: one pass over the training split) of
@@ -40,6 +47,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from prunelab.budget import Target
 from prunelab.data.base import Dataset
 from prunelab.errors import UserError
 from prunelab.models.features import eval_mode
@@ -109,13 +117,13 @@ def magnitude_scores(units: Mapping[str, Unit]) -> dict[str, torch.Tensor]:
 
 
 def prune_lowest(units: Mapping[str, Unit], scores: Mapping[str, torch.Tensor], fraction: float,
-                 min_keep: int) -> int:
-    """Mask the lowest-scoring `fraction` of the kept units (at least one), globally, keeping
-    `min_keep` per layer; returns how many were pruned."""
+                 min_keep: int, count: int | None = None) -> int:
+    """Mask the lowest-scoring `fraction` of the kept units (at least one; or exactly `count`), globally,
+    keeping `min_keep` per layer; returns how many were pruned."""
     kept = {n: int(u.mask.sum()) for n, u in units.items()}
     candidates = [(float(scores[n][i]), layer, i) for layer, n in enumerate(units)
                   for i in units[n].mask.nonzero().flatten().tolist()]
-    budget = max(1, int(fraction * len(candidates)))
+    budget = max(1, int(fraction * len(candidates))) if count is None else count
     names, pruned = list(units), 0
     for _, layer, i in sorted(candidates):
         if pruned == budget:
@@ -133,7 +141,7 @@ class PruningRounds(Callback):
 
     def __init__(self, units: Units, schedule: Schedule, criterion: str, data: Dataset, recipe: Mapping[str, Any],
                  seed: int, scoring_batches: int | None, cost: Callable[[nn.Module], dict[str, int]],
-                 reference: Callable[[], float | None] = lambda: None) -> None:
+                 reference: Callable[[], float | None] = lambda: None, target: Target | None = None) -> None:
         if criterion not in CRITERIA:
             raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
         self.units, self.schedule, self.criterion = units, schedule, criterion
@@ -141,6 +149,35 @@ class PruningRounds(Callback):
         self.cost, self.earlier_reference = cost, reference
         self.reference: float | None = None
         self.history: list[dict[str, Any]] = []
+        self.target, self.start, self.fitted = target, None, False
+
+    def on_fit_start(self, state: TrainState) -> None:
+        """With a budget: the unpruned cost, and the floor (every layer at `min_keep`) checked against it."""
+        if self.target is None:
+            return
+        model = copy.deepcopy(state.model)
+        units = self.units(model)
+        for unit in units.values():
+            unit.mask.fill_(1)
+        self.start = self.cost(model)[self.target.cost]
+        for unit in units.values():
+            unit.mask.zero_()
+            unit.mask[:self.schedule.min_keep] = 1
+        floor = self.cost(model)[self.target.cost] / self.start
+        if floor > self.target.fraction:
+            raise UserError(f"budget.{self.target.cost}={self.target.fraction:g} is below the floor of the pruning "
+                            f"rounds: with method.min_keep={self.schedule.min_keep} units in every layer the model "
+                            f"keeps {floor:.4f} of its {self.target.cost}; ask for at least {floor:.4f}")
+
+    def on_fit_end(self, state: TrainState) -> None:
+        if self.target is not None and not self.fitted:
+            raise UserError(f"budget.{self.target.cost}={self.target.fraction:g} was not reached in "
+                            f"method.max_rounds={self.schedule.max_rounds} rounds of method.fraction="
+                            f"{self.schedule.fraction:g}: raise either")
+
+    def fraction(self, model: nn.Module) -> float:
+        """The exported cost the budget counts, as a fraction of the unpruned model's."""
+        return self.cost(model)[self.target.cost] / self.start
 
     def on_epoch_end(self, state: TrainState) -> None:
         round_ = self.schedule.round_at(state.epoch + 1)
@@ -151,11 +188,16 @@ class PruningRounds(Callback):
         if self.reference is None:  # an earlier stage's reference (double pruning), else this first model's
             earlier = self.earlier_reference()
             self.reference = acc if earlier is None else earlier
-        if round_ == self.schedule.max_rounds:
+        if round_ == self.schedule.max_rounds or self.fitted:
+            state.stop = self.fitted
             return
         accepted = copy.deepcopy(model.state_dict())
         units = self.units(model)
         scores = self._scores(model, units, round_)
+        if self.target is not None:
+            self._toward_target(model, units, scores)
+            self._log(model, round_ + 1, "pruned")
+            return
         if not prune_lowest(units, scores, self.schedule.fraction, self.schedule.min_keep):
             state.stop = True  # every layer is down to min_keep
             return
@@ -163,6 +205,29 @@ class PruningRounds(Callback):
             model.load_state_dict(accepted)
             self.history[-1]["restored"] = True
             state.stop = True
+
+    def _toward_target(self, model: nn.Module, units: Mapping[str, Unit], scores: Mapping[str, torch.Tensor]) -> None:
+        """One round's pruning with a budget: the round's share, or the fewest of it that bring the cost within."""
+        masks = {name: unit.mask.clone() for name, unit in units.items()}
+
+        def prune(count: int | None) -> int:
+            for name, unit in units.items():
+                unit.mask.copy_(masks[name])
+            return prune_lowest(units, scores, self.schedule.fraction, self.schedule.min_keep, count)
+
+        high = prune(None)
+        if self.fraction(model) > self.target.fraction:
+            return
+        low = 0  # invariant: `low` units leave the cost above the budget, `high` bring it within
+        while high - low > 1:
+            mid = (low + high) // 2
+            prune(mid)
+            if self.fraction(model) <= self.target.fraction:
+                high = mid
+            else:
+                low = mid
+        prune(high)
+        self.fitted = True
 
     def _scores(self, model: nn.Module, units: Mapping[str, Unit], round_: int) -> dict[str, torch.Tensor]:
         if self.criterion == "magnitude":
@@ -186,10 +251,11 @@ class PruningRounds(Callback):
         return val
 
     def state_dict(self) -> dict[str, Any]:
-        return {"reference": self.reference, "history": self.history}
+        return {"reference": self.reference, "history": self.history, "fitted": self.fitted}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.reference, self.history = state["reference"], list(state["history"])
+        self.fitted = bool(state.get("fitted", False))
 
 
 def schedule_of(cfg: DictConfig) -> Schedule:
@@ -223,7 +289,7 @@ def rounds_stage(name: str, ctx: Context, cfg: DictConfig, schedule: Schedule, c
         recipe = OmegaConf.merge(ctx.trainer, {"epochs": schedule.reference_epochs})
         return Stage(name, recipe, param_groups=param_groups, callbacks=list(callbacks), setup=setup), None
     rounds = PruningRounds(units, schedule, criterion, ctx.data, ctx.trainer, ctx.seed, scoring_batches(cfg), cost,
-                           reference)
+                           reference, ctx.budget)
     recipe = OmegaConf.merge(ctx.trainer, {"epochs": schedule.epochs})
     return Stage(name, recipe, param_groups=param_groups, callbacks=[*callbacks, rounds], setup=setup), rounds
 
@@ -236,3 +302,8 @@ def record_rounds(rounds: PruningRounds | None, extra: dict[str, Any]) -> None:
         return
     reference = next(h for h in rounds.history if h["event"] == "trained")
     extra.update(rounds=rounds.history, acc_reference=reference["test_acc"], val_reference=reference["val_acc"])
+    if rounds.target is not None:
+        last = rounds.history[-1]
+        extra["budget"] = {"cost": rounds.target.cost, "budget": rounds.target.fraction, "knob": "pruning rounds",
+                           "value": last["round"], "achieved": last[rounds.target.cost] / rounds.start,
+                           "tolerance": rounds.target.tolerance}
