@@ -155,3 +155,19 @@ def test_pruning_rounds_stop_where_the_exported_cost_fits_the_budget(tiny_cfg, t
     assert len(trained) < 8 + 1 and not any(h.get("restored") for h in history)  # stopped by the budget
     with pytest.raises(UserError, match="below the floor of the pruning rounds"):
         pipeline.run(tiny_cfg(*rounds, "budget.params=0.001", "seed=1"), tmp_path / "floor")
+
+
+def test_double_pruning_splits_the_budget_between_its_gates_and_its_bases(tiny_cfg, tmp_path: Path) -> None:
+    from prunelab import pipeline
+
+    record = pipeline.run(tiny_cfg("method=double", "dataset.val_images=16", "method.reference_epochs=1",
+                                   "method.max_rounds=8", "method.fraction=0.3", "method.scoring.batches=2",
+                                   "budget.params=0.6", "budget.tolerance=0.1", "method.budget_share=0.5"),
+                          tmp_path / "run")
+    overall, gates = record["extra"]["budget"], record["extra"]["pruner"]["budget"]
+    assert gates["budget"] == pytest.approx(0.8) and gates["achieved"] <= 0.8  # 1 - 0.5 (1 - 0.6) of the dense cost
+    assert overall["budget"] == 0.6 and 0.5 <= overall["achieved"] <= 0.6
+    assert 1 - record["params_reduction"] == pytest.approx(overall["achieved"])
+    with pytest.raises(UserError, match="method.pruner.allocation=global"):
+        pipeline.run(tiny_cfg("method=double", "method.pruner=l1", "dataset.val_images=16", "budget.params=0.6"),
+                     tmp_path / "l1")

@@ -57,9 +57,10 @@ class Target:
     cost: str
     fraction: float
     tolerance: float
+    reference: float | None = None  # the cost `fraction` is of (None: the stage's unpruned model's)
 
 
-ROUNDS = ("basis", "taylor_gates")  # structure chosen while training: the budget is the rounds' stopping target
+ROUNDS = ("basis", "taylor_gates", "double")  # structure chosen while training: the rounds' stopping target
 
 
 def meets_itself(cfg: DictConfig) -> bool:
@@ -168,6 +169,10 @@ def target(cfg: DictConfig) -> Target | None:
     asked = requested(cfg)
     if asked is None or not meets_itself(cfg):
         return None
+    pruner = cfg.method.get("pruner")
+    if str(cfg.method.kind) == "double" and str(pruner.kind) == "channel" and pruner.get("allocation") != "global":
+        raise UserError("budget with method=double: its channel pruner must meet its share itself; give "
+                        "method.pruner.allocation=global (or the default gate pruner, method.pruner=taylor_gates)")
     if asked[0] == "latency":
         raise UserError(f"budget.latency: method={cfg.method.name} chooses its structure while it trains, where no "
                         "model can be timed; give budget.macs or budget.params")

@@ -297,6 +297,7 @@ METHOD_KINDS: dict[str, Rules] = {  # conf/method/*.yaml, by method.kind; `name`
     "double": {
         **BASIS,
         "pruner_epochs": Int(lo=0, help="0: the pruner does not fine-tune"),
+        "budget_share": Real(lo=0, hi=1, help="the share of a budget's reduction the channel pruner makes"),
         **{f"pruner.{key}": rule for key, rule in ROUNDS.items()},  # its pruner follows basis pruning's rounds
     },
 }

@@ -39,6 +39,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from prunelab.budget import Target
 from prunelab.errors import UserError
 from prunelab.layers.basis import basis_layers, decompose, export_all, keep_top
 from prunelab.measure import count
@@ -169,14 +170,24 @@ class DoublePruning(Composite, BasisPruning):
     """A channel pruner (`method.pruner`), its stages, then basis pruning of its output (§3.4)."""
 
     def inner_context(self, ctx: Context) -> Context:
-        """The pruner's context: its own extra, and the run's trainer for `pruner_epochs` epochs (its
-        fine-tuning, if it has one; 0 = none, as frozen-weight channel pruning, §3.4)."""
+        """The pruner's context: its own extra, the run's trainer for `pruner_epochs` epochs (its fine-tuning, if
+        it has one; 0 = none, as frozen-weight channel pruning, §3.4) and its share of a budget (`budget_split`)."""
         trainer = OmegaConf.merge(ctx.trainer, {"epochs": int(self.cfg.pruner_epochs)})
-        return replace(super().inner_context(ctx), trainer=trainer)
+        return replace(super().inner_context(ctx), trainer=trainer, budget=self.budget_split(ctx)[0])
+
+    def budget_split(self, ctx: Context) -> tuple[Target | None, Target | None]:
+        """(the pruner's, basis pruning's) budgets: with a budget F and `budget_share` s, the pruner stops at
+        1 - s (1 - F) of the dense cost, and basis pruning at F of the dense cost (the rest of the reduction)."""
+        if ctx.budget is None:
+            return None, None
+        full, share = ctx.budget, float(self.cfg.budget_share)
+        pruner = replace(full, fraction=1 - share * (1 - full.fraction))
+        return pruner, replace(full, reference=float(getattr(self.dense_cost, full.cost)))
 
     def prepare(self, model: nn.Module, ctx: Context) -> nn.Module:
         if self.criterion != "energy" and self.schedule.max_rounds:
             needs_validation(ctx, f"method={self.cfg.name}")
+        self.dense_cost = count(model, tuple(ctx.data.input_shape))
         return self.inner.prepare(model, self.inner_context(ctx))
 
     def stages(self, ctx: Context) -> list[Stage]:
@@ -184,7 +195,8 @@ class DoublePruning(Composite, BasisPruning):
         setup = lambda model: self.decompose(self.inner.finalize(model, inner), ctx)  # noqa: E731
         stages = self.inner.stages(inner)
         reference = lambda: getattr(getattr(self.inner, "rounds", None), "reference", None)  # noqa: E731
-        return [*stages, self.basis_stage(ctx, setup=setup, reference=reference)]
+        basis = replace(ctx, budget=self.budget_split(ctx)[1])
+        return [*stages, self.basis_stage(basis, setup=setup, reference=reference)]
 
     def finalize(self, model: nn.Module, ctx: Context) -> nn.Module:
         """Basis pruning's export; the reference is the pruner's unpruned model when it measured one."""

@@ -159,7 +159,7 @@ class PruningRounds(Callback):
         units = self.units(model)
         for unit in units.values():
             unit.mask.fill_(1)
-        self.start = self.cost(model)[self.target.cost]
+        self.start = self.target.reference or self.cost(model)[self.target.cost]
         for unit in units.values():
             unit.mask.zero_()
             unit.mask[:self.schedule.min_keep] = 1
