@@ -171,3 +171,24 @@ def test_double_pruning_splits_the_budget_between_its_gates_and_its_bases(tiny_c
     with pytest.raises(UserError, match="method.pruner.allocation=global"):
         pipeline.run(tiny_cfg("method=double", "method.pruner=l1", "dataset.val_images=16", "budget.params=0.6"),
                      tmp_path / "l1")
+
+
+def test_a_trained_model_above_its_budget_is_refused_without_a_row() -> None:
+    met = {"cost": "params", "budget": 0.5, "knob": "method.rate", "value": 0.52, "achieved": 0.4988}
+    with pytest.raises(UserError, match=r"budget.params=0.5 was not met: the trained model keeps 0.5574"):
+        budget.check_met(met, 5574, 10000)
+    budget.check_met(met, 4900, 10000)
+    assert met["achieved"] == 0.49  # the record keeps what the trained model reached
+
+
+@pytest.mark.parametrize("contender", ["random", "l1", "nuclear", "taylor", "svd", "lop", "lrpet", "basis", "double"])
+def test_every_contender_of_the_comparison_meets_its_budget_in_a_tiny_run(tiny_cfg, tmp_path: Path,
+                                                                         contender: str) -> None:
+    from prunelab import pipeline
+
+    cfg = tiny_cfg("experiment=compare", f"contender={contender}", "point=params50", "debug=fast", "device=cpu",
+                   "dataset=synthetic", "dataset.image_size=32", "dataset.val_images=32", "model.widths=[16,32,64]",
+                   tiny=False)
+    record = pipeline.run(cfg, tmp_path / "run")
+    assert record["experiment"] == "compare" and record["extra"]["budget_asked"] == "params<=0.5"
+    assert 1 - record["params_reduction"] <= 0.5 + 1e-9 and record["extra"]["budget"]["achieved"] <= 0.5

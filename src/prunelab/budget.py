@@ -64,10 +64,12 @@ ROUNDS = ("basis", "taylor_gates", "double")  # structure chosen while training:
 
 
 def meets_itself(cfg: DictConfig) -> bool:
-    """Whether the method meets a budget while it prunes: channel pruners with `allocation=global` (in `prepare`),
-    basis and gate rounds (their stopping target, methods/rounds.py)."""
-    kind = str(cfg.method.kind)
-    return kind in ROUNDS or (kind == "channel" and cfg.method.get("allocation") == "global")
+    """Whether the method meets a budget while it prunes: channel pruners with `allocation=global` (in `prepare`;
+    also as LOP's pruner, whose expansion contracts back to the pruned network), basis and gate rounds (their
+    stopping target, methods/rounds.py)."""
+    kind, pruner = str(cfg.method.kind), cfg.method.get("pruner")
+    globally = lambda node: str(node.kind) == "channel" and node.get("allocation") == "global"  # noqa: E731
+    return kind in ROUNDS or globally(cfg.method) or (kind == "lop" and globally(pruner))
 
 
 @dataclass(frozen=True)
@@ -191,3 +193,16 @@ def apply(cfg: DictConfig, fraction: Callable[[DictConfig, str], float] = profil
     out = copy.deepcopy(cfg)
     OmegaConf.update(out, solution.knob, solution.value, merge=False)
     return out, asdict(solution)
+
+
+def check_met(met: dict, final: float | None, dense: float | None) -> None:
+    """After training: the final model's cost (not the estimate that chose the knob) within the budget, else one
+    line and no row (a structure chosen while training, e.g. CST's global ramp, can end above the profile's)."""
+    if final is None or dense is None:  # latency: the record's own measurement stands
+        return
+    reached = final / dense
+    if reached > met["budget"] + 1e-9:
+        raise UserError(f"budget.{met['cost']}={met['budget']:g} was not met: the trained model keeps {reached:.4f} "
+                        f"of the dense {met['cost']} ({met['knob']}={met['value']:g} was chosen for "
+                        f"{met['achieved']:.4f}); nothing was recorded")
+    met["achieved"] = reached

@@ -101,6 +101,9 @@ def _run(cfg: DictConfig, run_dir: Path, command: str, met: dict[str, Any] | Non
     model = _starting_model(cfg, method, baseline, data, device)
     ctx = Context(data, device, int(cfg.seed), cfg.trainer, baseline.model if baseline else None,
                   str(cfg.model.name), run_dir)
+    asked = budget.requested(cfg)
+    if asked is not None:  # what the tables group by: "macs<=0.5"
+        ctx.extra["budget_asked"] = f"{asked[0]}<={asked[1]:g}"
     if met:
         ctx.extra["budget"] = met
     ctx.budget = budget.target(cfg)
@@ -314,6 +317,9 @@ def _record(cfg: DictConfig, method: Method, ctx: Context, data_tag: str, baseli
     """The flat result row of record/schema.py; epochs and time are summed over the stages."""
     dense = count(build_model(cfg.model, ctx.data.num_classes, pretrained=False).to(device),
                   ctx.data.input_shape)
+    if "budget" in ctx.extra:
+        budget.check_met(ctx.extra["budget"], getattr(cost, ctx.extra["budget"]["cost"], None),
+                         getattr(dense, ctx.extra["budget"]["cost"], None))
     best = [r.acc_best for r in trained if r.epochs]
     if cfg.baseline.get("source") is not None and baseline is not None:
         ctx.extra.update(source_acc=baseline.acc, source_data=baseline.data)

@@ -135,7 +135,10 @@ class Composite(Method):
         return self.inner.prepare(model, self.inner_context(ctx))
 
     def finalize(self, model: nn.Module, ctx: Context) -> nn.Module:
-        return self.inner.finalize(model, self.inner_context(ctx))
+        model = self.inner.finalize(model, self.inner_context(ctx))
+        if "budget" in ctx.extra[self.inner_key]:  # the budget the inner method met is the run's (lop, svd)
+            ctx.extra.setdefault("budget", ctx.extra[self.inner_key]["budget"])
+        return model
 
 
 METHODS: dict[str, type[Method]] = {}
