@@ -196,6 +196,8 @@ TOP = Scope({  # conf/config.yaml, and keys of conf/experiment/*.yaml outside ev
     "rate_set": OneOf(("paper", "hrankplus")),  # energy_aware_cifar10: which row of `rates`
     "rates.*": Free(),
     "arm": OneOf(("ft", "lop")),  # lop_cifar10, lop_imagenet: which row of `arms`
+    "point": OneOf(("macs50", "macs30", "params50")),  # compare: which budget of `points`
+    "points.*": Free(),
     "arms.*": Free(),
     "ranks_of.*": Free(),  # lrpet_cifar10
     "g_of.*": Free(),  # lrpet_imagenet
