@@ -340,3 +340,10 @@ def test_a_learning_rate_chosen_on_validation_and_the_paired_gain(tmp_path: Path
 
 
 T975_2 = 4.302652729  # Student t, 97.5 % quantile, 2 degrees of freedom
+
+
+def test_runs_stopped_by_a_rule_group_across_their_epoch_counts(tmp_path: Path, paper) -> None:
+    rows = [run(seed=s, epochs_finetune=e) for s, e in ((0, 11), (1, 13), (2, 12))]
+    assert len(summarize(runs_of(tmp_path, rows), spec(), paper)) == 3  # by default epochs split the rows
+    (line,) = summarize(runs_of(tmp_path, rows), spec(recipe_epochs=False), paper).itertuples()
+    assert line.seeds == 3 and line.recipe == "smoke (2+rounds ep)"

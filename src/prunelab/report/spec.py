@@ -85,7 +85,7 @@ DEFAULT_COLUMNS: tuple[str, ...] = (
     "device", "git", "paper",
 )
 _KEYS = frozenset({"title", "source", "params", "counts", "where", "group_by", "select", "rows", "columns", "plots",
-                   "notes"})
+                   "notes", "recipe_epochs"})
 COUNTS = ("export", "nominal")
 
 
@@ -113,6 +113,7 @@ class TableSpec:
     notes: tuple[str, ...] = ()
     counts: str = "export"  # export: the final model's counts | nominal: a method's extra.nominal_* where it has them
     select: Selection | None = None  # keep only the value of a swept key chosen on the validation split
+    recipe_epochs: bool = True  # false: runs whose method stops by a rule (pruning rounds) group across epoch counts
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -205,6 +206,7 @@ def load_table_spec(path: Path, paper_keys: set[str]) -> TableSpec:
         plots=plots,
         notes=_strings(f"{path}: notes", raw.get("notes", [])),
         select=select,
+        recipe_epochs=bool(raw.get("recipe_epochs", True)),
     )
 
 

@@ -67,15 +67,18 @@ def _joined(values: pd.Series) -> str:
     return ",".join(sorted({str(v) for v in values.dropna() if str(v)}))
 
 
-def recipe_labels(runs: pd.DataFrame) -> pd.Series:
+def recipe_labels(runs: pd.DataFrame, epochs: bool = True) -> pd.Series:
     """The recipe as grouped and shown: trainer name plus epochs, "hrankplus_finetune (200+150 ep)".
 
     Epochs are part of it, so a short run on the same recipe file (overridden `epochs`) is never
-    averaged with a full one; the numbers are dense-baseline + method-phase epochs.
+    averaged with a full one; the numbers are dense-baseline + method-phase epochs.  Without `epochs` (a table
+    of methods that stop by a rule, `recipe_epochs: false`) the method phase shows as "+rounds".
     """
     def label(row: pd.Series) -> str:
-        epochs = [str(int(v)) for v in (row["epochs_baseline"], row["epochs_finetune"]) if pd.notna(v)]
-        return f"{row['recipe']} ({'+'.join(epochs)} ep)" if epochs else str(row["recipe"])
+        if not epochs:
+            return f"{row['recipe']} ({int(row['epochs_baseline'])}+rounds ep)"
+        epochs_ = [str(int(v)) for v in (row["epochs_baseline"], row["epochs_finetune"]) if pd.notna(v)]
+        return f"{row['recipe']} ({'+'.join(epochs_)} ep)" if epochs_ else str(row["recipe"])
 
     return runs.apply(label, axis=1) if len(runs) else runs["recipe"]
 
@@ -90,7 +93,7 @@ def select_runs(runs: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
     for column, values in spec.where.items():
         keep &= _as_text(frame[column]).isin(values)
     frame = frame[keep].copy()
-    frame["recipe"] = recipe_labels(frame)
+    frame["recipe"] = recipe_labels(frame, spec.recipe_epochs)
     frame["acc"] = frame["acc_final"]
     frame["val"] = values_of(frame, "extra.acc_val")
     frame["delta"] = frame["acc_final"] - frame["base_acc"]
