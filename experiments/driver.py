@@ -31,9 +31,11 @@ import pandas as pd
 
 from filelock import FileLock
 
+from prunelab import budget
 from prunelab.config import compose_config
 from prunelab.methods.base import build_method
 from prunelab.report import load_results
+from prunelab.report.frame import extra_values
 from prunelab.report.selection import Selection, chosen, column
 
 REPO = Path(__file__).resolve().parents[1]
@@ -125,8 +127,13 @@ class Arm:
         with COMPOSING:  # Hydra's global state: one composition at a time across the arms' threads
             cfg = compose_config(self.config(self.grid[0], 0))
         method = build_method(cfg.method)
-        return {"method": method.label, "target": method.target, "model": str(cfg.model.name),
-                "dataset": str(cfg.dataset.name)}
+        out = {"method": method.label, "target": method.target, "model": str(cfg.model.name),
+               "dataset": str(cfg.dataset.name)}
+        asked = budget.requested(cfg)
+        if asked is not None:  # the target is decided while the run prunes: the budget tells the arms apart
+            del out["target"]
+            out["extra.budget_asked"] = f"{asked[0]}<={asked[1]:g}"
+        return out
 
 
 def recorded(arm: Arm) -> pd.DataFrame:
@@ -138,7 +145,8 @@ def recorded(arm: Arm) -> pd.DataFrame:
         rows = load_results([path])
     keep = rows["experiment"] == arm.experiment
     for key, value in arm.label().items():
-        keep &= rows[key].astype("string").fillna("") == value
+        values = extra_values(rows, key.removeprefix("extra.")) if key.startswith("extra.") else rows[key]
+        keep &= values.astype("string").fillna("") == value
     return rows[keep]
 
 

@@ -75,3 +75,17 @@ def test_the_dry_run_prints_every_part_without_running(capsys: pytest.CaptureFix
     out = capsys.readouterr().out
     assert "score stability" in out and "experiment=claims_cst method.rate=0.5 trainer.lr=0.05 seed=0" in out
     assert "claims_basis" not in out and "+ " + sys.executable + " -m prunelab.report" in out
+
+
+def test_the_comparison_runs_every_contender_at_the_first_budget_then_the_rest(capsys, monkeypatch) -> None:
+    import compare
+
+    arms = compare.leaders()
+    labels = [a.label() for a in arms]
+    assert len(arms) == 10 and all(lab["extra.budget_asked"] == "macs<=0.5" and "target" not in lab for lab in labels)
+    assert {a.grid for a in arms} == {driver.LR_GRID, (0.1,), claims.ADAM_LR}
+    monkeypatch.setattr(sys, "argv", ["compare.py", "--small", "--dry-run"])
+    compare.main()
+    out = capsys.readouterr().out
+    assert "run.py experiment=compare contender=lop point=macs50 trainer.lr=0.03 seed=0" in out
+    assert "then every contender at macs30, params50" in out

@@ -1,0 +1,57 @@
+"""Every method at the same budget (experiment=compare, table compare): the runs.
+
+    python experiments/compare.py --small [--jobs N [--pin]] [--dry-run]
+
+`--small` (the only setting so far): ResNet-20 on the CIFAR-10 subset with the claims study's 30-epoch teachers
+(`setting=subset`).  Each contender (conf/contender/) runs as a `driver.Arm` per budget point: at the first point
+(50 % of the MACs) seed 0 over the lr grid, the lr with the best validation accuracy kept, seeds 1 and 2 at it;
+the other points (30 % of the MACs, 50 % of the parameters) at that lr.  Contenders that train from scratch (lrpet,
+cst) run at the teachers' lr, basis and double at the paper's Adam lr.  A config whose row is recorded is skipped,
+so the study resumes from the committed rows.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from claims import ADAM_LR, followers
+from driver import Arm, arm_parser, report, run_arms
+
+EXPERIMENT = "compare"
+POINTS = ("macs50", "macs30", "params50")
+FINETUNED = ("random", "l1", "nuclear", "taylor", "svd", "lop")  # 5 fine-tuning epochs: lr from the grid
+FIXED_LR = {"lrpet": (0.1,), "cst": (0.1,), "basis": ADAM_LR, "double": ADAM_LR}
+
+
+def leaders() -> list[Arm]:
+    """Every contender at the first budget point; the fine-tuned ones choose their lr there."""
+    first = POINTS[0]
+    arms = [Arm(EXPERIMENT, (f"contender={c}", f"point={first}")) for c in FINETUNED]
+    return arms + [Arm(EXPERIMENT, (f"contender={c}", f"point={first}"), lr) for c, lr in FIXED_LR.items()]
+
+
+def the_rest(chosen: list[Arm]) -> list[Arm]:
+    """Every contender at the other points, at the lr it chose (or its fixed one)."""
+    out = []
+    for arm in chosen:
+        contender = arm.overrides[0]
+        out += followers(arm, [(contender, f"point={p}") for p in POINTS[1:]])
+    return out
+
+
+def main() -> None:
+    args = arm_parser(__doc__.splitlines()[0]).parse_args()
+    if not args.small or args.overrides:
+        sys.exit("compare.py: only --small exists so far, and its settings live in conf/experiment/compare.yaml and "
+                 "conf/contender/ (edit them, not the command)")
+    first = leaders()
+    run_arms(first, args.jobs, args.pin, args.dry_run)
+    if args.dry_run:
+        print(f"  then every contender at {', '.join(POINTS[1:])}, at the lr it chose", flush=True)
+    else:
+        run_arms(the_rest(first), args.jobs, args.pin)
+    report(args.dry_run)
+
+
+if __name__ == "__main__":
+    main()
