@@ -347,3 +347,27 @@ def test_runs_stopped_by_a_rule_group_across_their_epoch_counts(tmp_path: Path, 
     assert len(summarize(runs_of(tmp_path, rows), spec(), paper)) == 3  # by default epochs split the rows
     (line,) = summarize(runs_of(tmp_path, rows), spec(recipe_epochs=False), paper).itertuples()
     assert line.seeds == 3 and line.recipe == "smoke (2+rounds ep)"
+
+
+def test_the_pareto_plots_draw_one_line_per_method_through_its_budgets(tmp_path: Path, paper) -> None:
+    from prunelab.report.plots import png_bytes, table_figures
+
+    rows = []
+    for method, (red30, red50) in {"l1": (0.70, 0.50), "cst": (0.71, 0.52)}.items():
+        for budget, red, acc in (("macs<=0.3", red30, 60.0), ("macs<=0.5", red50, 66.0)):
+            rows += [run(method=method, seed=s, macs_reduction=red, macs=round(125485696 * (1 - red)), acc_final=acc + s,
+                     experiment="compare",
+                         extra=f'{{"budget_asked": "{budget}", "latency": {{"batch_64": {{"speedup": {1 / (1 - red)}}}}}}}')
+                     for s in (0, 1)]
+    table = spec(group_by=("extra.budget_asked",), plots=("pareto_macs", "pareto_latency"))
+    figures = dict(table_figures(summarize(runs_of(tmp_path, rows), table, paper), table, paper))
+    assert sorted(figures) == ["toy-resnet56-cifar10-pareto_latency", "toy-resnet56-cifar10-pareto_macs"]
+    (ax,) = figures["toy-resnet56-cifar10-pareto_macs"].axes
+    lines = {c.get_label(): c.lines[0] for c in ax.containers}  # one error-bar line per method
+    assert sorted(lines) == ["cst", "l1"]
+    assert list(lines["l1"].get_xdata()) == pytest.approx([30.0, 50.0]) and list(lines["l1"].get_ydata()) == [60.5, 66.5]
+    assert "dense model" in [line.get_label() for line in ax.get_lines()]
+    assert all(png_bytes(f).startswith(b"\x89PNG") for f in figures.values())
+    untimed = [r | {"extra": r["extra"].split(', "latency"')[0] + "}"} for r in rows]
+    assert list(dict(table_figures(summarize(runs_of(tmp_path, untimed), table, paper), table, paper))) == [
+        "toy-resnet56-cifar10-pareto_macs"]  # nothing timed: no latency plot

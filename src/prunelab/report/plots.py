@@ -169,6 +169,26 @@ def tradeoff_figure(lines: pd.DataFrame, points: pd.DataFrame, spec: TableSpec, 
     return fig
 
 
+_PARETO = {"macs": "MACs kept (% of the dense model's)", "latency": "measured time (% of the dense model's)"}
+
+
+def pareto_figure(lines: pd.DataFrame, axis: str) -> Figure:
+    """Accuracy against the share of the dense cost kept (MACs, or measured time = 100 / speed-up), one line per
+    method through its budgets, mean ± std over seeds; the dense model as a reference line and point at 100 %."""
+    kept = 100 - lines["macs_red"] if axis == "macs" else 100 / lines["speedup"]
+    frame = lines.assign(kept=kept).dropna(subset=["kept"])
+    fig, (ax,) = new_figure()
+    errorbar_lines(ax, frame, x="kept", y="acc", hue="method", yerr="acc_std", color_by="method")
+    _baselines(ax, lines)
+    ax.plot([100.0], [float(lines["base_acc"].mean())], marker="*", markersize=12, color="0.2", linestyle="",
+            label="dense model")
+    model, dataset = lines["model"].iloc[0], lines["dataset"].iloc[0]
+    fig.suptitle(f"{model} on {dataset}: every method at matched budgets")
+    finish_axes(ax, xlabel=_PARETO[axis], ylabel="top-1 accuracy (%)",
+                title="one point per budget: mean ± std over seeds")
+    return fig
+
+
 def criteria_figure(lines: pd.DataFrame, spec: TableSpec) -> Figure:
     """Accuracy right after pruning and after fine-tuning, per criterion, for one target."""
     labels, context = _labels(lines, spec)
@@ -245,6 +265,9 @@ def table_figures(summary: pd.DataFrame, spec: TableSpec, paper: pd.DataFrame) -
         points = papers[(papers["model"] == model) & (papers["dataset"] == dataset)]
         for axis in (a for a in spec.plots if a in _AXES):
             yield _slug(spec.name, model, dataset, axis), tradeoff_figure(lines, points, spec, axis)
+        for axis in (a.removeprefix("pareto_") for a in spec.plots if a.startswith("pareto_")):
+            if axis == "macs" or lines["speedup"].notna().any():  # latency: only where runs were timed
+                yield _slug(spec.name, model, dataset, f"pareto_{axis}"), pareto_figure(lines, axis)
         if "criteria" in spec.plots:
             for target, part in lines.groupby("target", sort=True):
                 yield _slug(spec.name, model, dataset, "criteria", target), criteria_figure(part, spec)

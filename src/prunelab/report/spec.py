@@ -38,7 +38,8 @@ from prunelab.report.selection import Selection
 # every table row is one group of runs with equal values in these columns (plus `group_by`)
 GROUP_COLUMNS: tuple[str, ...] = ("method", "model", "dataset", "target", "recipe", "data", "device")
 PARAMS_COLUMNS = ("params", "params_no_bn")
-PLOTS = ("macs", "params", "criteria", "rate")  # rate: accuracy against the target's rate=..., a line per the rest
+PLOTS = ("macs", "params", "criteria", "rate", "pareto_macs", "pareto_latency")  # rate: accuracy against the
+# target's rate=..., a line per the rest; pareto_*: accuracy against MACs or measured time kept, one line per method
 
 # the columns a table may show, with their headers ("pp" = percentage points)
 COLUMN_LABELS: dict[str, str] = {
