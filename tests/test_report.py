@@ -371,3 +371,26 @@ def test_the_pareto_plots_draw_one_line_per_method_through_its_budgets(tmp_path:
     untimed = [r | {"extra": r["extra"].split(', "latency"')[0] + "}"} for r in rows]
     assert list(dict(table_figures(summarize(runs_of(tmp_path, untimed), table, paper), table, paper))) == [
         "toy-resnet56-cifar10-pareto_macs"]  # nothing timed: no latency plot
+
+
+def test_the_wandb_report_holds_every_table_with_the_rows_of_its_markdown(tmp_path: Path) -> None:
+    import json
+
+    synthetic_results(tmp_path / "results")
+    args = ["--results-dir", str(tmp_path / "results"), "--out", str(tmp_path / "out"), "--tables", str(TABLES),
+            "--paper-numbers", str(PAPER_CSV), "--wandb", "--wandb-dir", str(tmp_path / "wb")]
+    assert main(args) == 0
+    logged = {str(path): json.loads(path.read_text()) for path in (tmp_path / "wb").rglob("*.table.json")}
+    criteria = [t for name, t in logged.items() if "energy_aware_criteria" in name]
+    assert criteria, sorted(logged)
+    markdown = (tmp_path / "out" / "tables" / "energy_aware_criteria-wide.md").read_text()
+    body = [line for line in markdown.splitlines() if line.startswith("| ") and "---" not in line]
+    header, rows = body[0], body[1:]
+    (table,) = criteria
+    assert [c.strip() for c in header.strip("| ").split(" | ")] == table["columns"]
+    assert len(rows) == len(table["data"]) and all(any(cell.strip() == str(v) for cell in rows[i].split("|"))
+                                                     for i, line in enumerate(table["data"]) for v in line[:1])
+    from prunelab.report.wandb_report import group_of
+
+    groups = {group_of(s) for s in load_table_specs(TABLES, set(load_paper_numbers(PAPER_CSV)["key"]))}
+    assert len(list((tmp_path / "wb" / "wandb").glob("offline-run-*"))) == len(groups)  # one W&B run per group

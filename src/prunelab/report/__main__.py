@@ -1,4 +1,4 @@
-"""`python -m prunelab.report [CSV ...] [--results-dir results] [--out results]`.
+"""`python -m prunelab.report [CSV ...] [--results-dir results] [--out results] [--wandb]`.
 
 Reads every results CSV under --results-dir (plus the CSVs given), and writes the paper tables
 to <out>/tables/<table>.md and .tex, their plots to <out>/plots/, the claims' verdict page to
@@ -18,6 +18,7 @@ from prunelab.errors import UserError
 from prunelab.report.build import build_report
 from prunelab.report.files import write_outputs
 from prunelab.report.frame import PAPER_NUMBERS, find_result_csvs
+from prunelab.report.wandb_report import log_tables
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,6 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--claims", type=Path, default=Path("conf/claims"), help="folder of claim configs "
                         "(the verdict page <out>/claims.md)")
     parser.add_argument("--paper-numbers", type=Path, help=f"default: <results-dir>/{PAPER_NUMBERS}")
+    parser.add_argument("--wandb", action="store_true", help="also log every table and plot to W&B, one run per "
+                        "experiment group (report/wandb_report.py)")
+    parser.add_argument("--wandb-mode", choices=("offline", "online"), default="offline")
+    parser.add_argument("--wandb-dir", type=Path, default=Path("outputs/report"), help="where the W&B runs go")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
     csvs = [*find_result_csvs(args.results_dir), *args.csvs]
@@ -38,8 +43,9 @@ def main(argv: list[str] | None = None) -> int:
               "(run an experiment first, or pass --results-dir or CSV paths)", file=sys.stderr)
         return 2
     try:
+        frames: dict = {}
         outputs = build_report(csvs, args.paper_numbers or args.results_dir / PAPER_NUMBERS, args.tables,
-                               claims_dir=args.claims, readme=args.out.parent / "README.md")
+                               claims_dir=args.claims, readme=args.out.parent / "README.md", frames=frames)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -47,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     tables = sum(name.startswith("tables/") and name.endswith(".md") for name in outputs)
     plots = sum(name.endswith(".png") for name in outputs)
     print(f"{len(csvs)} results CSV(s) -> {tables} tables (.md, .tex) and {plots} plots under {args.out}")
+    if args.wandb:
+        pngs = {name.removeprefix("plots/").removesuffix(".png"): data for name, data in outputs.items()
+                if name.endswith(".png")}
+        groups = log_tables(frames, pngs, args.wandb_dir, args.wandb_mode)
+        print(f"W&B ({args.wandb_mode}): {len(frames)} tables in {len(groups)} runs under {args.wandb_dir}")
     return 0
 
 

@@ -4,22 +4,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from prunelab.errors import UserError
 from prunelab.report.claims import load_claims, render_claims, render_summary, with_summary
 from prunelab.report.frame import load_paper_numbers, load_results
 from prunelab.report.plots import png_bytes, table_figures
-from prunelab.report.spec import load_table_specs
-from prunelab.report.tables import render_latex, render_markdown, summarize
+from prunelab.report.spec import TableSpec, load_table_specs
+from prunelab.report.tables import display_frame, render_latex, render_markdown, summarize
 
 
 README = "../README.md"  # the README beside the output dir, whose verdict table the report keeps current
 
 
 def build_report(result_csvs: list[Path], paper_csv: Path, tables_dir: Path, plots: bool = True,
-                 claims_dir: Path | None = None, readme: Path | None = None) -> dict[str, bytes]:
+                 claims_dir: Path | None = None, readme: Path | None = None,
+                 frames: dict[str, tuple[TableSpec, pd.DataFrame]] | None = None) -> dict[str, bytes]:
     """Every table (.md, .tex) and plot (.png), and with `claims_dir` the verdict page (claims.md) and, given a
     `readme` with verdict markers, that README with its verdict table (as `README`), as paths relative to the output
-    dir -> bytes.
+    dir -> bytes.  `frames`, if given, receives each table's spec and cells ({name: (spec, display frame)}).
 
     Loads and validates all inputs before rendering anything, so a bad CSV or config raises
     a `UserError` and nothing is produced.
@@ -36,6 +39,8 @@ def build_report(result_csvs: list[Path], paper_csv: Path, tables_dir: Path, plo
         outputs[f"tables/{spec.name}.md"] = render_markdown(summary, spec, paper).encode()
         outputs[f"tables/{spec.name}-wide.md"] = render_markdown(summary, spec, paper, wide=True).encode()
         outputs[f"tables/{spec.name}.tex"] = render_latex(summary, spec).encode()
+        if frames is not None:
+            frames[spec.name] = (spec, display_frame(summary, spec))
         for stem, figure in table_figures(summary, spec, paper) if plots else ():
             outputs[f"plots/{stem}.png"] = png_bytes(figure)
     if claims:
