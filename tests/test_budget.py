@@ -22,7 +22,6 @@ METHODS = {  # overrides -> the knob the budget sets
     "nuclear": (["method=nuclear"], "method.ratio"),
     "lrpet": (["method=lrpet"], "method.rank_ratio"),
     "svd": (["method=svd", "method.pruner.ratio=0"], "method.rank_ratio"),
-    "cst": (["method=cst"], "method.rate"),
     "lop": (["method=lop", "method.expand=0"], "method.pruner.ratio"),
 }
 
@@ -66,7 +65,7 @@ def test_every_knob_meets_a_budget_from_below_within_the_tolerance(name: str, co
     assert budget.profile_fraction(solved, cost) == pytest.approx(met["achieved"])  # what the config now reaches
 
 
-@pytest.mark.parametrize("name", ["l1", "cst", "svd"])
+@pytest.mark.parametrize("name", ["l1", "lrpet", "svd"])
 def test_the_profiled_cost_is_non_increasing_in_the_knob(name: str) -> None:
     overrides, knob = METHODS[name]
     values = [0.1, 0.3, 0.5, 0.7, 0.9]
@@ -134,10 +133,10 @@ def test_a_latency_budget_is_searched_on_timings_here_a_fake_timer_that_counts_m
         return count(model, tuple(x.shape[1:])).macs * 1e-9  # "time" proportional to the deploy form's MACs
 
     monkeypatch.setattr(latency, "_median_s", fake_median_s)
-    common = ["model=resnet20", "method=cst", "budget.tolerance=0.05", "measure.latency=false"]
+    common = ["model=resnet20", "method=svd", "method.pruner.ratio=0", "budget.tolerance=0.05", "measure.latency=false"]
     by_time = budget.solve(compose_config([*common, "budget.latency=0.6"]))
     by_macs = budget.solve(compose_config([*common, "budget.macs=0.6"]))
-    assert by_time.cost == "latency" and by_time.knob == "method.rate"
+    assert by_time.cost == "latency" and by_time.knob == "method.rank_ratio"
     assert by_time.value == by_macs.value and by_time.achieved == pytest.approx(by_macs.achieved)
 
 
@@ -181,7 +180,8 @@ def test_a_trained_model_above_its_budget_is_refused_without_a_row() -> None:
     assert met["achieved"] == 0.49  # the record keeps what the trained model reached
 
 
-@pytest.mark.parametrize("contender", ["random", "l1", "nuclear", "taylor", "svd", "lop", "lrpet", "basis", "double"])
+@pytest.mark.parametrize("contender", ["random", "l1", "nuclear", "taylor", "svd", "lop", "lrpet", "cst", "basis",
+                                       "double"])
 def test_every_contender_of_the_comparison_meets_its_budget_in_a_tiny_run(tiny_cfg, tmp_path: Path,
                                                                          contender: str) -> None:
     from prunelab import pipeline
@@ -192,3 +192,16 @@ def test_every_contender_of_the_comparison_meets_its_budget_in_a_tiny_run(tiny_c
     record = pipeline.run(cfg, tmp_path / "run")
     assert record["experiment"] == "compare" and record["extra"]["budget_asked"] == "params<=0.5"
     assert 1 - record["params_reduction"] <= 0.5 + 1e-9 and record["extra"]["budget"]["achieved"] <= 0.5
+
+
+def test_the_cst_ramp_aims_at_the_cost_and_ends_within_the_budget(tiny_cfg, tmp_path: Path) -> None:
+    from prunelab import pipeline
+
+    cst = ["method=cst", "method.ramp_epochs=1", "method.min_templates=1", "model.widths=[8,16,32]",
+           "budget.tolerance=0.1"]
+    record = pipeline.run(tiny_cfg(*cst, "budget.macs=0.6"), tmp_path / "run")
+    met = record["extra"]["budget"]
+    assert met["knob"] == "templates (global ramp to the cost)" and record["target"].startswith("macs<=0.6; G=2")
+    assert 0.5 <= 1 - record["macs_reduction"] == pytest.approx(met["achieved"]) and met["achieved"] <= 0.6
+    with pytest.raises(UserError, match="below cst's floor"):
+        pipeline.run(tiny_cfg(*cst, "budget.macs=0.01", "seed=1"), tmp_path / "floor")

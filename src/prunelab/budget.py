@@ -2,7 +2,7 @@
 model's cost (latency: measured on the run's device at the first `measure.latency.batch`, as runs record it).
 
 For a method whose structure is fixed before training, the cost after compression is a function c(k) of its knob k
-(`KNOBS`: channel pruners' `ratio`, LRPET's and svd's `rank_ratio`, CST's `rate`, a composite's inner knob), taken
+(`KNOBS`: channel pruners' `ratio`, LRPET's and svd's `rank_ratio`, a composite's inner knob), taken
 from the profile (`prunelab.profile.profile`: random weights, no data, the same numbers `python -m prunelab.profile`
 prints) as the fraction f(k) = c(k) / c(dense).  f is non-increasing in k, so the least compression that meets the
 budget is found by bisection on [low, high]:
@@ -45,7 +45,6 @@ KNOBS = {
     "channel": Knob("ratio", 0.0, 0.99),
     "lrpet": Knob("rank_ratio", 0.001, 0.99),  # LRPET's g lies in (0, 1)
     "svd": Knob("rank_ratio", 0.0, 0.99),  # the pruner keeps its configured ratio; the ranks take the budget
-    "cst": Knob("rate", 0.0, 0.99),
     "lop": Knob("pruner.ratio", 0.0, 0.99),
 }
 
@@ -60,16 +59,16 @@ class Target:
     reference: float | None = None  # the cost `fraction` is of (None: the stage's unpruned model's)
 
 
-ROUNDS = ("basis", "taylor_gates", "double")  # structure chosen while training: the rounds' stopping target
+WHILE_TRAINING = ("basis", "taylor_gates", "double", "cst")  # structure chosen while training: a stopping target
 
 
 def meets_itself(cfg: DictConfig) -> bool:
     """Whether the method meets a budget while it prunes: channel pruners with `allocation=global` (in `prepare`;
     also as LOP's pruner, whose expansion contracts back to the pruned network), basis and gate rounds (their
-    stopping target, methods/rounds.py)."""
+    stopping target, methods/rounds.py) and CST's ramp (which aims at the cost, methods/cst.py)."""
     kind, pruner = str(cfg.method.kind), cfg.method.get("pruner")
     globally = lambda node: str(node.kind) == "channel" and node.get("allocation") == "global"  # noqa: E731
-    return kind in ROUNDS or globally(cfg.method) or (kind == "lop" and globally(pruner))
+    return kind in WHILE_TRAINING or globally(cfg.method) or (kind == "lop" and globally(pruner))
 
 
 @dataclass(frozen=True)
@@ -202,7 +201,8 @@ def check_met(met: dict, final: float | None, dense: float | None) -> None:
         return
     reached = final / dense
     if reached > met["budget"] + 1e-9:
+        aimed = "" if met["achieved"] is None else f" ({met['knob']}={met['value']:g} was chosen for " \
+                                                   f"{met['achieved']:.4f})"
         raise UserError(f"budget.{met['cost']}={met['budget']:g} was not met: the trained model keeps {reached:.4f} "
-                        f"of the dense {met['cost']} ({met['knob']}={met['value']:g} was chosen for "
-                        f"{met['achieved']:.4f}); nothing was recorded")
+                        f"of the dense {met['cost']}{aimed}; nothing was recorded")
     met["achieved"] = reached

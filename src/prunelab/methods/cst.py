@@ -21,14 +21,18 @@ magnitude (no centring); taylor, (sum over the filter of w * dL/dw)^2 summed ove
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from prunelab.budget import Target
 from prunelab.errors import UserError
 from prunelab.layers.cst import CSTConv2d
+from prunelab.measure import count
 from prunelab.methods.base import Context, Method, register
 from prunelab.models.features import exact_surgery
 from prunelab.train.callbacks import Callback, TrainState
@@ -54,6 +58,18 @@ def replaceable(model: nn.Module, pointwise: bool = False) -> list[str]:
     """The ungrouped convs CST rebuilds: all but the first conv, k x k with k > 1 unless `pointwise`."""
     convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
     return [n for n, m in convs[1:] if m.groups == 1 and (pointwise or max(m.kernel_size) > 1)]
+
+
+def compact_all(model: nn.Module) -> nn.Module:
+    """`model` with every CST layer in its compact (deploy) form."""
+    for name, layer in cst_layers(model).items():
+        model.set_submodule(name, layer.compact())
+    return model
+
+
+def compacted(model: nn.Module) -> nn.Module:
+    """A compact copy of `model` (what is counted)."""
+    return compact_all(copy.deepcopy(model))
 
 
 def magnitude(layer: CSTConv2d) -> torch.Tensor:
@@ -98,15 +114,57 @@ class TemplatePruning(Callback):
     so checkpoints carry it and a resumed run continues from it."""
 
     def __init__(self, rate: float, ramp_epochs: int, min_templates: int, saliency: str = "magnitude_centered",
-                 refit: str = "lstsq") -> None:
+                 refit: str = "lstsq", target: Target | None = None,
+                 cost: Callable[[nn.Module], float] | None = None) -> None:
         self.layers: dict[str, CSTConv2d] = {}  # the model's CST layers, found at fit start
         self.rate, self.ramp, self.min_templates = rate, ramp_epochs, min_templates
         self.saliency, self.refit = saliency, refit
         self.taylor: dict[str, torch.Tensor] = {}
+        self.target, self.cost = target, cost  # with a budget: the ramp aims at the cost (`prune_to_cost`)
+        self.model: nn.Module | None = None
 
     def fraction(self, epochs_done: int) -> float:
         """The global pruned fraction the ramp asks for after `epochs_done` epochs."""
         return self.rate if self.ramp == 0 else self.rate * min(1.0, epochs_done / self.ramp)
+
+    def goal(self, epochs_done: int) -> float:
+        """With a budget F: the cost (a fraction of the dense model's) the ramp asks for after `epochs_done`
+        epochs, 1 - (1 - F) min(1, e / ramp_epochs): linear in the cost, F at the end of the ramp."""
+        share = 1.0 if self.ramp == 0 else min(1.0, epochs_done / self.ramp)
+        return 1 - (1 - self.target.fraction) * share
+
+    def _scores(self) -> list[torch.Tensor]:
+        return [saliencies(m, self.saliency, self.taylor.get(n)) for n, m in self.layers.items()]
+
+    def cost_after(self, prune: int) -> float:
+        """The compacted cost if `prune` more templates went (on a copy; transformations not refitted)."""
+        trial = copy.deepcopy(self.model)
+        layers = [trial.get_submodule(n) for n in self.layers]
+        for layer, keep in zip(layers, global_keep(layers, self._scores(), prune, self.min_templates), strict=True):
+            if not torch.equal(keep, layer.templates):
+                layer.reassign(keep, "ones")
+        return self.cost(trial)
+
+    @torch.no_grad()
+    def prune_to_cost(self, goal: float) -> None:
+        """Prune globally (lowest saliency first) the fewest templates that bring the compacted cost to `goal`,
+        by bisection on their number; all that may go when even that does not reach it (the floor, checked at
+        fit start for the final goal)."""
+        layers = list(self.layers.values())
+        high = sum(m.num_templates - self.min_templates for m in layers)
+        if self.cost(self.model) <= goal or high <= 0:
+            return
+        low = 0  # invariant: `low` more leave the cost above the goal; `high` reach it (or are all there is)
+        while high - low > 1:
+            mid = (low + high) // 2
+            if self.cost_after(mid) <= goal:
+                high = mid
+            else:
+                low = mid
+        scores = self._scores()
+        for layer, keep in zip(layers, global_keep(layers, scores, high, self.min_templates), strict=True):
+            if not torch.equal(keep, layer.templates):
+                layer.reassign(keep, self.refit)
 
     @torch.no_grad()
     def prune_to(self, fraction: float) -> None:
@@ -121,9 +179,22 @@ class TemplatePruning(Callback):
                     layer.reassign(keep, self.refit)
 
     def on_fit_start(self, state: TrainState) -> None:
-        self.layers = cst_layers(state.model)
+        self.layers, self.model = cst_layers(state.model), state.model
+        if self.target is not None:
+            floor = self.cost_after(sum(m.num_templates for m in self.layers.values()))
+            if floor > self.target.fraction:
+                raise UserError(f"budget.{self.target.cost}={self.target.fraction:g} is below cst's floor: with "
+                                f"method.min_templates={self.min_templates} templates in every layer the model keeps "
+                                f"{floor:.4f} of the dense {self.target.cost}; ask for at least {floor:.4f}")
         if self.ramp == 0:
-            self.prune_to(self.rate)
+            self.step(0)
+
+    def step(self, epochs_done: int) -> None:
+        """The ramp's pruning after `epochs_done` epochs: to a cost with a budget, else to a filter fraction."""
+        if self.target is not None:
+            self.prune_to_cost(self.goal(epochs_done))
+        else:
+            self.prune_to(self.fraction(epochs_done))
 
     def on_after_backward(self, state: TrainState) -> None:
         if self.saliency != "taylor" or state.epoch >= self.ramp:
@@ -136,7 +207,7 @@ class TemplatePruning(Callback):
     def on_epoch_end(self, state: TrainState) -> None:
         done = state.epoch + 1
         if done <= self.ramp:
-            self.prune_to(self.fraction(done))
+            self.step(done)
             self.taylor.clear()
 
 
@@ -151,10 +222,12 @@ class CheapSpatialTransforms(Method):
         self.refit, self.path = str(cfg.transform_init), str(cfg.path)
         self.trains_from_scratch = not bool(cfg.from_dense)
         self.names: list[str] = []
+        self.budget_met = ""  # with a budget: "macs<=0.5", the ramp's goal instead of the rate
 
     @property
     def target(self) -> str:
-        parts = [f"rate={self.rate:g}", f"G={int(self.cfg.groups)}", f"minT={int(self.cfg.min_templates)}"]
+        parts = [self.budget_met or f"rate={self.rate:g}", f"G={int(self.cfg.groups)}",
+                 f"minT={int(self.cfg.min_templates)}"]
         parts += [f"family={self.family}"] if self.family != "scalar" else []
         parts += [f"saliency={self.saliency}"] if self.saliency != "magnitude_centered" else []
         parts += ["from_dense"] if not self.trains_from_scratch else []
@@ -163,6 +236,7 @@ class CheapSpatialTransforms(Method):
 
     def prepare(self, model: nn.Module, ctx: Context) -> nn.Module:
         groups, floor = int(self.cfg.groups), int(self.cfg.min_templates)
+        self.dense_cost = count(model, tuple(ctx.data.input_shape))
         self.names = replaceable(model, bool(self.cfg.pointwise))
         if not self.names:
             raise UserError(f"method=cst: {type(model).__name__} has no conv to rebuild (all but the first "
@@ -180,8 +254,13 @@ class CheapSpatialTransforms(Method):
         return model
 
     def callbacks(self, ctx: Context) -> list[Callback]:
+        target, shape = ctx.budget, tuple(ctx.data.input_shape)
+        if target is not None:
+            self.budget_met = f"{target.cost}<={target.fraction:g}"
+        cost = None if target is None else lambda m: getattr(count(compacted(m), shape), target.cost) / getattr(
+            self.dense_cost, target.cost)
         return [TemplatePruning(self.rate, int(self.cfg.ramp_epochs), int(self.cfg.min_templates), self.saliency,
-                                self.refit)]
+                                self.refit, target, cost)]
 
     def param_groups(self, model: nn.Module) -> list[ParamGroup]:
         """The transformations (with `method.transform_decay`'s weight decay: none by default, our choice) and the rest."""
@@ -197,13 +276,13 @@ class CheapSpatialTransforms(Method):
         ctx.extra.update(templates={n: m.num_templates for n, m in layers.items()},
                          pruned_fraction=pruned_fraction(layers))
 
-        def compact(m: nn.Module) -> nn.Module:
-            for name, layer in cst_layers(m).items():
-                m.set_submodule(name, layer.compact())
-            return m
-
-        model, ctx.extra["compaction_error"] = exact_surgery(model, tuple(ctx.data.input_shape), compact,
+        model, ctx.extra["compaction_error"] = exact_surgery(model, tuple(ctx.data.input_shape), compact_all,
                                                              "compacting the CST layers")
+        if self.budget_met:
+            met = pruned_fraction(layers)
+            ctx.extra["budget"] = {"cost": ctx.budget.cost, "budget": ctx.budget.fraction,
+                                   "knob": "templates (global ramp to the cost)", "value": met,
+                                   "achieved": None, "tolerance": ctx.budget.tolerance}  # set by the final check
         return model
 
     @torch.no_grad()
