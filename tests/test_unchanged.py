@@ -1,6 +1,7 @@
 """The refactored pipeline reproduces the numbers and final weights recorded in fixtures/unchanged.pt.
 
-Counts must match exactly, accuracies to float32 tolerance, weights to a tolerance that also holds on a CPU whose
+Counts and every `extra` entry the fixture holds must match exactly (entries recorded since are new, not changed),
+accuracies to float32 tolerance, weights to a tolerance that also holds on a CPU whose
 kernels round differently: the fixture was written on an Intel CPU, and on an AMD EPYC (AVX-512) the synthetic runs'
 weights differ by at most 3e-6 and the CIFAR-subset runs' (8 to 16 SGD steps at lr 0.1 on real images, where
 rounding differences grow through batch statistics) by at most 1.8e-3.  `python tests/unchanged_runs.py --compare`

@@ -254,11 +254,12 @@ class CheapSpatialTransforms(Method):
         return model
 
     def callbacks(self, ctx: Context) -> list[Callback]:
-        target, shape = ctx.budget, tuple(ctx.data.input_shape)
+        target = getattr(ctx, "budget", None)
+        cost = None
         if target is not None:
-            self.budget_met = f"{target.cost}<={target.fraction:g}"
-        cost = None if target is None else lambda m: getattr(count(compacted(m), shape), target.cost) / getattr(
-            self.dense_cost, target.cost)
+            self.budget_met, shape = f"{target.cost}<={target.fraction:g}", tuple(ctx.data.input_shape)
+            cost = lambda m: getattr(count(compacted(m), shape), target.cost) / getattr(self.dense_cost,  # noqa: E731
+                                                                                       target.cost)
         return [TemplatePruning(self.rate, int(self.cfg.ramp_epochs), int(self.cfg.min_templates), self.saliency,
                                 self.refit, target, cost)]
 
