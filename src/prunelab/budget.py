@@ -83,6 +83,18 @@ class Solution:
     tolerance: float
 
 
+def fewest(low: int, high: int, fits: Callable[[int], bool]) -> int:
+    """The least n in (low, high] with `fits(n)`, by bisection, given `fits` is monotone, false at `low` and true
+    at `high` (how many units, filters or templates a method must remove to meet a budget)."""
+    while high - low > 1:
+        mid = (low + high) // 2
+        if fits(mid):
+            high = mid
+        else:
+            low = mid
+    return high
+
+
 def requested(cfg: DictConfig) -> tuple[str, float] | None:
     """(cost, fraction) of the config's budget, None without one; two budgets at once are refused."""
     asked = [(cost, cfg.budget[cost]) for cost in COSTS if cfg.budget.get(cost) is not None]

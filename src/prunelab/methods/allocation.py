@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 import torch
 
+from prunelab.budget import fewest
+
 
 def global_order(scores: dict[str, torch.Tensor]) -> list[tuple[str, int]]:
     """Every filter (group, channel) in ascending order of score / mean score of its group."""
@@ -54,11 +56,5 @@ def fit_budget(order: list[tuple[str, int]], channels: dict[str, int], cost: Cal
     at_high = cost(kept_after(order, channels, high, min_keep))
     if at_high > budget:
         return high + 1, at_high
-    while high - low > 1:  # invariant: cost(low) > budget >= cost(high)
-        mid = (low + high) // 2
-        at_mid = cost(kept_after(order, channels, mid, min_keep))
-        if at_mid <= budget:
-            high, at_high = mid, at_mid
-        else:
-            low = mid
-    return high, at_high
+    n = fewest(low, high, lambda k: cost(kept_after(order, channels, k, min_keep)) <= budget)
+    return n, cost(kept_after(order, channels, n, min_keep))

@@ -29,7 +29,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from prunelab.budget import Target
+from prunelab.budget import Target, fewest
 from prunelab.errors import UserError
 from prunelab.layers.cst import CSTConv2d
 from prunelab.measure import count
@@ -154,15 +154,9 @@ class TemplatePruning(Callback):
         high = sum(m.num_templates - self.min_templates for m in layers)
         if self.cost(self.model) <= goal or high <= 0:
             return
-        low = 0  # invariant: `low` more leave the cost above the goal; `high` reach it (or are all there is)
-        while high - low > 1:
-            mid = (low + high) // 2
-            if self.cost_after(mid) <= goal:
-                high = mid
-            else:
-                low = mid
+        prune = fewest(0, high, lambda count: self.cost_after(count) <= goal)  # `high` reaches it, or is all there is
         scores = self._scores()
-        for layer, keep in zip(layers, global_keep(layers, scores, high, self.min_templates), strict=True):
+        for layer, keep in zip(layers, global_keep(layers, scores, prune, self.min_templates), strict=True):
             if not torch.equal(keep, layer.templates):
                 layer.reassign(keep, self.refit)
 

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from prunelab.budget import Target
+from prunelab.budget import Target, fewest
 from prunelab.data.base import Dataset
 from prunelab.errors import UserError
 from prunelab.models.features import eval_mode
@@ -215,18 +215,14 @@ class PruningRounds(Callback):
                 unit.mask.copy_(masks[name])
             return prune_lowest(units, scores, self.schedule.fraction, self.schedule.min_keep, count)
 
-        high = prune(None)
+        def fits(count: int) -> bool:
+            prune(count)
+            return self.fraction(model) <= self.target.fraction
+
+        high = prune(None)  # the round's share
         if self.fraction(model) > self.target.fraction:
             return
-        low = 0  # invariant: `low` units leave the cost above the budget, `high` bring it within
-        while high - low > 1:
-            mid = (low + high) // 2
-            prune(mid)
-            if self.fraction(model) <= self.target.fraction:
-                high = mid
-            else:
-                low = mid
-        prune(high)
+        prune(fewest(0, high, fits))
         self.fitted = True
 
     def _scores(self, model: nn.Module, units: Mapping[str, Unit], round_: int) -> dict[str, torch.Tensor]:
