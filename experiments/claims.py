@@ -22,9 +22,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from driver import LR_GRID, REPO, Arm, arm_parser, recorded, report, run_arms
+from driver import REPO, Arm, arm_parser, chosen_lr, report, run_arms
 from prunelab.record import command_line, device_name, git_sha, utc_timestamp
-from prunelab.report.selection import Selection, chosen, column
 from prunelab.train.distributed import World, pick_device
 
 SCRATCH_GRID = (0.05, 0.1, 0.2)  # arms trained from scratch choose from around the teacher's lr (0.1)
@@ -64,15 +63,6 @@ def cst() -> list[Arm]:
     dense = Arm("claims_cst", ("method.rate=0",), SCRATCH_GRID)
     l1 = Arm("claims_cst", ("method=l1", "method.ratio=0.46", "method.reinit_after_pruning=false", *FINETUNE))
     return [CST, dense, l1]
-
-
-def chosen_lr(arm: Arm) -> float | None:
-    """The lr `arm` chose on the validation split (None until its seed-0 grid is recorded)."""
-    rows = recorded(arm)
-    rows = rows[column(rows, "extra.lr").isin(arm.grid)] if len(rows) else rows
-    if len(rows) == 0 or set(column(rows[rows["seed"].astype(int) == arm.seeds[0]], "extra.lr")) != set(arm.grid):
-        return None
-    return float(chosen(rows, [], Selection("extra.lr", "extra.acc_val", arm.seeds[0]))["extra.lr"].iloc[0])
 
 
 def followers(leader: Arm, variants: Sequence[Sequence[str]], base: Sequence[str] = ()) -> list[Arm]:

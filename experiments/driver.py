@@ -154,6 +154,15 @@ def has_row(rows: pd.DataFrame, lr: float, seed: int) -> bool:
     return bool(len(rows)) and bool(((column(rows, "extra.lr") == lr) & (rows["seed"].astype(int) == seed)).any())
 
 
+def chosen_lr(arm: Arm) -> float | None:
+    """The lr `arm` chose on the validation split (None until its seed-0 grid is recorded)."""
+    rows = recorded(arm)
+    rows = rows[column(rows, "extra.lr").isin(arm.grid)] if len(rows) else rows
+    if len(rows) == 0 or set(column(rows[rows["seed"].astype(int) == arm.seeds[0]], "extra.lr")) != set(arm.grid):
+        return None
+    return float(chosen(rows, [], Selection("extra.lr", "extra.acc_val", arm.seeds[0]))["extra.lr"].iloc[0])
+
+
 def arm_parser(description: str) -> argparse.ArgumentParser:
     """`parser` plus the options of drivers that run `Arm`s."""
     p = parser(description)
@@ -193,11 +202,8 @@ def _run_arm(arm: Arm, dry_run: bool, cpu: str | None) -> None:
     if dry_run:
         print(f"  then seeds {arm.seeds[1:]} at the lr of {arm.grid} with the best seed-{arm.seeds[0]} val_acc", flush=True)
         return
-    rows = recorded(arm)
-    best = chosen(rows[column(rows, "extra.lr").isin(arm.grid)], [], Selection("extra.lr", "extra.acc_val",
-                                                                            arm.seeds[0]))
-    lr = float(best["extra.lr"].iloc[0])
-    print(f"{arm.label()}: lr {lr} chosen (val {float(best['score'].iloc[0]):.2f} %)", flush=True)
+    lr = chosen_lr(arm)
+    print(f"{arm.label()}: lr {lr} chosen on the validation split", flush=True)
     for seed in arm.seeds[1:]:
         if not has_row(recorded(arm), lr, seed):
             call(arm.config(lr, seed), dry_run, cpu)

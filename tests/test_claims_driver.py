@@ -48,14 +48,14 @@ def test_an_arm_runs_what_is_not_recorded_and_chooses_its_lr_on_validation(fake_
     arm = driver.Arm("claims_energy_aware", ("method=nuclear",))
     driver.run_arms([arm])
     assert fake_runs == [(0.03, 0), (0.1, 0), (0.03, 1), (0.03, 2)]  # 0.01 at seed 0 was recorded: skipped
-    assert claims.chosen_lr(arm) == 0.03
+    assert driver.chosen_lr(arm) == 0.03
     driver.run_arms([arm])  # everything recorded: the study resumes to nothing
     assert len(fake_runs) == 4
 
 
 def test_followers_wait_for_the_chosen_lr_then_run_at_it(fake_runs) -> None:
     leader = driver.Arm("claims_energy_aware", ("method=nuclear",))
-    assert claims.chosen_lr(leader) is None and claims.followers(leader, [("method.ties=numpy",)]) == []
+    assert driver.chosen_lr(leader) is None and claims.followers(leader, [("method.ties=numpy",)]) == []
     driver.run_arms([leader])
     (follower,) = claims.followers(leader, [("method.ties=numpy",)])
     assert follower.grid == (0.03,) and follower.overrides == ("method.ties=numpy",)
