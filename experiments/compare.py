@@ -7,15 +7,20 @@
 (50 % of the MACs) seed 0 over the lr grid, the lr with the best validation accuracy kept, seeds 1 and 2 at it;
 the other points (30 % of the MACs, 50 % of the parameters) at that lr.  Contenders that train from scratch (lrpet,
 cst) run at the teachers' lr, basis and double at the paper's Adam lr.  A config whose row is recorded is skipped,
-so the study resumes from the committed rows.
+so the study resumes from the committed rows.  The runs train side by side and time nothing; once they are done,
+each saved model is timed in this one process against the dense model (measure/retime.py; rows in
+results/latency/compare.csv, read by the report), so run the study on an otherwise quiet machine.
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from claims import ADAM_LR, followers
-from driver import Arm, arm_parser, report, run_arms
+from driver import REPO, Arm, arm_parser, report, results_csv, run_arms
+
+from prunelab.measure.retime import default_out, retime
 
 EXPERIMENT = "compare"
 POINTS = ("macs50", "macs30", "params50")
@@ -48,8 +53,11 @@ def main() -> None:
     run_arms(first, args.jobs, args.pin, args.dry_run)
     if args.dry_run:
         print(f"  then every contender at {', '.join(POINTS[1:])}, at the lr it chose", flush=True)
+        print(f"  then every run's saved model timed in one process -> {default_out(Path(results_csv(EXPERIMENT)))}")
     else:
         run_arms(the_rest(first), args.jobs, args.pin)
+        rows = REPO / results_csv(EXPERIMENT)
+        retime(rows, default_out(rows), REPO)
     report(args.dry_run)
 
 

@@ -6,6 +6,7 @@ import csv
 import math
 import os
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import nbformat
@@ -16,7 +17,7 @@ from prunelab.errors import UserError
 from prunelab.record.schema import RESULT_FIELDS
 from prunelab.report import build_report, load_paper_numbers, load_results, load_table_specs, summarize
 from prunelab.report.__main__ import main
-from prunelab.report.frame import PAPER_FIELDS, find_result_csvs
+from prunelab.report.frame import PAPER_FIELDS, find_latency_csvs, find_result_csvs
 from prunelab.report.spec import RowSpec, TableSpec
 from prunelab.report.tables import display_frame, render_latex, render_markdown
 
@@ -224,16 +225,16 @@ def test_regeneration_is_byte_identical(tmp_path: Path) -> None:
     assert all((tmp_path / "out" / "plots" / p).read_bytes().startswith(b"\x89PNG") for p in plots)
 
 
-def tracked_result_csvs(root: Path) -> list[Path]:
-    """The results CSVs under `root`/results that git tracks: a user's own runs (the quickstart's
-    results/runs.csv) are untracked and never enter a test."""
+def tracked_result_csvs(root: Path, find: Callable[[Path], list[Path]] = find_result_csvs) -> list[Path]:
+    """The results CSVs (or with `find`, the latency CSVs) under `root`/results that git tracks: a user's own runs
+    (the quickstart's results/runs.csv) are untracked and never enter a test."""
     try:
         listed = subprocess.run(["git", "ls-files", "-z", "--", "results"], cwd=root, capture_output=True,
                                 check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         pytest.skip(f"{root} is not a git checkout: the committed results cannot be told from a user's runs")
     tracked = {root / name for name in listed.decode().split("\0") if name}
-    return [path for path in find_result_csvs(root / "results") if path in tracked]
+    return [path for path in find(root / "results") if path in tracked]
 
 
 def test_only_the_tracked_results_csvs_are_read(tmp_path: Path) -> None:
@@ -250,7 +251,8 @@ def test_committed_tables_are_current() -> None:
     if not any(committed.glob("*.md")):
         pytest.skip("no committed tables yet: run `python -m prunelab.report` and commit results/tables")
     outputs = build_report(tracked_result_csvs(ROOT), PAPER_CSV, TABLES, plots=False,
-                           claims_dir=ROOT / "conf" / "claims", readme=ROOT / "README.md")
+                           claims_dir=ROOT / "conf" / "claims", readme=ROOT / "README.md",
+                           latency_csvs=tracked_result_csvs(ROOT, find_latency_csvs))
     assert "../README.md" in outputs  # the README's verdict table is checked with the tables
     stale = [name for name, content in outputs.items()
              if not (ROOT / "results" / name).is_file() or (ROOT / "results" / name).read_bytes() != content]

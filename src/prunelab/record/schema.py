@@ -54,3 +54,14 @@ FLOAT_FIELDS = frozenset(
     {"params_reduction", "macs_reduction", "base_acc", "acc_compressed", "acc_final", "acc_best",
      "train_time_s"}
 )
+
+# results/latency/<name>.csv: runs timed after training (measure/retime.py), one row per run
+LATENCY_DIR = "latency"
+LATENCY_FIELDS: tuple[str, ...] = (
+    "run_dir",  # the timed run, as its results row records it
+    "latency",  # JSON, the form of a run's extra.latency ({"batch_<B>": {"ms", "dense_ms", "speedup"}, ...})
+    "device",  # where it was timed
+    "git_sha",  # of the timing pass
+    "command",  # that ran the timing pass
+    "timestamp",  # ISO 8601, UTC, when it was timed
+)

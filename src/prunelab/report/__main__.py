@@ -1,6 +1,7 @@
 """`python -m prunelab.report [CSV ...] [--results-dir results] [--out results] [--wandb]`.
 
-Reads every results CSV under --results-dir (plus the CSVs given), and writes the paper tables
+Reads every results CSV under --results-dir (plus the CSVs given; runs timed after training, under
+<results-dir>/latency/, fill the latency of runs that recorded none), and writes the paper tables
 to <out>/tables/<table>.md and .tex, their plots to <out>/plots/, the claims' verdict page to
 <out>/claims.md and its summary into the verdict table of the README beside <out> (between its markers).  Bad input is reported as one line (file, line, column) with exit status 2, and
 nothing is written.  Rows of smoke runs (`debug=fast`, `extra.smoke`) are skipped with one warning
@@ -17,7 +18,7 @@ from pathlib import Path
 from prunelab.errors import UserError
 from prunelab.report.build import build_report
 from prunelab.report.files import write_outputs
-from prunelab.report.frame import PAPER_NUMBERS, find_result_csvs
+from prunelab.report.frame import PAPER_NUMBERS, find_latency_csvs, find_result_csvs
 from prunelab.report.wandb_report import log_tables
 
 
@@ -45,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         frames: dict = {}
         outputs = build_report(csvs, args.paper_numbers or args.results_dir / PAPER_NUMBERS, args.tables,
-                               claims_dir=args.claims, readme=args.out.parent / "README.md", frames=frames)
+                               claims_dir=args.claims, readme=args.out.parent / "README.md", frames=frames,
+                               latency_csvs=find_latency_csvs(args.results_dir))
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

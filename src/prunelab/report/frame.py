@@ -19,14 +19,14 @@ from typing import Any, NoReturn
 import pandas as pd
 
 from prunelab.errors import UserError
-from prunelab.record.schema import FLOAT_FIELDS, INT_FIELDS, RESULT_FIELDS
+from prunelab.record.schema import FLOAT_FIELDS, INT_FIELDS, LATENCY_DIR, LATENCY_FIELDS, RESULT_FIELDS
 from prunelab.report.methods import METHODS, is_known
 
 log = logging.getLogger(__name__)
 
 PAPER_NUMBERS = "paper_numbers.csv"
 # folders under results/ that hold other CSVs (benchmarks, curves that drivers plot themselves)
-NON_RUN_DIRS = frozenset({"bench", "curves", "plots", "tables"})
+NON_RUN_DIRS = frozenset({"bench", "curves", LATENCY_DIR, "plots", "tables"})
 
 # string columns that a run must fill; every other string column may be empty
 _REQUIRED_TEXT = ("method", "model", "dataset", "recipe", "data", "device", "git_sha")
@@ -175,6 +175,43 @@ def load_results(paths: Iterable[Path]) -> pd.DataFrame:
             frame[column] = frame[column].astype(str)
     frame["source"] = frame["source"].astype(str)
     return frame.drop_duplicates(subset=list(RESULT_FIELDS)).reset_index(drop=True)
+
+
+def find_latency_csvs(results_dir: Path) -> list[Path]:
+    """The latency CSVs of runs timed after training (results/latency/*.csv), sorted."""
+    return sorted((results_dir / LATENCY_DIR).glob("*.csv"))
+
+
+def load_latency(paths: Iterable[Path]) -> dict[str, dict[str, Any]]:
+    """run_dir -> the latency measured after training (`extra.latency`'s form, plus `timed_on`: the machine),
+    validated; a run timed twice keeps its first row."""
+    timings: dict[str, dict[str, Any]] = {}
+    for path in paths:
+        for line, row in _rows(path, LATENCY_FIELDS):
+            for column in LATENCY_FIELDS:
+                if not row[column].strip():
+                    _fail(path, line, column, "must not be empty")
+            try:
+                latency = json.loads(row["latency"])
+            except json.JSONDecodeError:
+                latency = None
+            if not isinstance(latency, dict) or not any(k.startswith("batch_") for k in latency):
+                _fail(path, line, "latency", "expected a JSON object with batch_<B> entries, as extra.latency holds")
+            timings.setdefault(row["run_dir"], {**latency, "timed_on": row["device"]})
+    return timings
+
+
+def with_latency(runs: pd.DataFrame, timings: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """`runs` with `extra.latency` filled from `timings` (by run_dir) where a run recorded none of its own."""
+    def filled(run_dir: str, extra: str) -> str:
+        values = json.loads(extra)
+        if values.get("latency") or run_dir not in timings:
+            return extra
+        return json.dumps({**values, "latency": timings[run_dir]}, sort_keys=True)
+
+    out = runs.copy()
+    out["extra"] = [filled(d, e) for d, e in zip(out["run_dir"], out["extra"])] if len(out) else out["extra"]
+    return out
 
 
 def as_key(value: Any) -> str:
