@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from driver import REPO, Arm, arm_parser, chosen_lr, report, run_arms
+from driver import REPO, Arm, arm_parser, chosen_lr, exit_if_failed, report, run_arms
 from prunelab.record import command_line, device_name, git_sha, utc_timestamp
 from prunelab.train.distributed import World, pick_device
 
@@ -97,10 +97,10 @@ def score_stability(dry_run: bool) -> None:
         "timestamp": utc_timestamp()}, indent=2) + "\n")
 
 
-def lop(dry_run: bool, jobs: int, pin: bool) -> None:
+def lop(dry_run: bool, jobs: int, pin: bool) -> list[Arm]:
     from lop_cifar10 import small_arms
 
-    run_arms(small_arms([]), jobs, pin, dry_run)
+    return run_arms(small_arms([]), jobs, pin, dry_run)
 
 
 PARTS: dict[str, Callable[[], list[Arm]]] = {"energy_aware": energy_aware, "basis": basis, "lrpet": lrpet,
@@ -117,11 +117,13 @@ def main() -> None:
     parts = [part for part in ORDER if part in args.only]
     if "energy_aware" in parts:
         score_stability(args.dry_run)
-    run_arms([arm for part in parts if part in PARTS for arm in PARTS[part]()], args.jobs, args.pin, args.dry_run)
-    run_arms(second_phase() if not args.dry_run else [], args.jobs, args.pin, args.dry_run)
+    failed = run_arms([arm for part in parts if part in PARTS for arm in PARTS[part]()], args.jobs, args.pin,
+                      args.dry_run)
+    failed += run_arms(second_phase() if not args.dry_run else [], args.jobs, args.pin, args.dry_run)
     if "lop" in parts:
-        lop(args.dry_run, args.jobs, args.pin)
+        failed += lop(args.dry_run, args.jobs, args.pin)
     report(args.dry_run)
+    exit_if_failed(failed)
 
 
 if __name__ == "__main__":

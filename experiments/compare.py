@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from claims import ADAM_LR, followers
-from driver import REPO, Arm, arm_parser, report, results_csv, run_arms
+from driver import REPO, Arm, arm_parser, exit_if_failed, report, results_csv, run_arms
 
 from prunelab.measure.retime import default_out, retime
 
@@ -50,15 +50,16 @@ def main() -> None:
         sys.exit("compare.py: only --small exists so far, and its settings live in conf/experiment/compare.yaml and "
                  "conf/contender/ (edit them, not the command)")
     first = leaders()
-    run_arms(first, args.jobs, args.pin, args.dry_run)
+    failed = run_arms(first, args.jobs, args.pin, args.dry_run)
     if args.dry_run:
         print(f"  then every contender at {', '.join(POINTS[1:])}, at the lr it chose", flush=True)
         print(f"  then every run's saved model timed in one process -> {default_out(Path(results_csv(EXPERIMENT)))}")
     else:
-        run_arms(the_rest(first), args.jobs, args.pin)
+        failed += run_arms(the_rest(first), args.jobs, args.pin)  # the arms that chose an lr
         rows = REPO / results_csv(EXPERIMENT)
         retime(rows, default_out(rows), REPO)
     report(args.dry_run)
+    exit_if_failed(failed)
 
 
 if __name__ == "__main__":

@@ -171,16 +171,24 @@ def arm_parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
-def run_arms(arms: Sequence[Arm], jobs: int = 1, pin: bool = False, dry_run: bool = False) -> None:
-    """Every arm (`run_arm`), `jobs` arms at a time, each run pinned to its own CPU with `pin`."""
+def run_arms(arms: Sequence[Arm], jobs: int = 1, pin: bool = False, dry_run: bool = False) -> list[Arm]:
+    """Every arm (`run_arm`), `jobs` arms at a time, each run pinned to its own CPU with `pin`; returns the arms
+    that failed (each said so when it failed; the others ran on), for `exit_if_failed` after the report."""
     free: queue.SimpleQueue[str] | None = None
     if pin and not dry_run:
         free = queue.SimpleQueue()
         for cpu in range(jobs):
             free.put(str(cpu))
     with ThreadPoolExecutor(max_workers=1 if dry_run else jobs) as pool:
-        for future in [pool.submit(run_arm, arm, dry_run, free) for arm in arms]:
-            future.result()
+        futures = [(arm, pool.submit(run_arm, arm, dry_run, free)) for arm in arms]
+    return [arm for arm, future in futures if future.exception() is not None]
+
+
+def exit_if_failed(failed: Sequence[Arm]) -> None:
+    """Exit status 1, naming them, if any arm failed (its rows so far stay recorded; a rerun resumes it)."""
+    if failed:
+        names = "; ".join(f"{arm.experiment} {' '.join(arm.overrides)}".strip() for arm in failed)
+        sys.exit(f"{len(failed)} arm(s) failed (see above; rerun to resume them): {names}")
 
 
 def run_arm(arm: Arm, dry_run: bool, free: queue.SimpleQueue[str] | None = None) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from driver import Arm, arm_parser, report, run_arms, sweep
+from driver import Arm, arm_parser, exit_if_failed, report, run_arms, sweep
 
 SMALL = ["setting=subset", "model=resnet20", "measure.latency=false"]
 EXPAND = 2  # E of the small setting (the full one: 4)
@@ -51,8 +51,9 @@ def main() -> None:
         sweep("lop_ablation", [*args.overrides, *DEGENERATE_INIT], args.dry_run)
         report(args.dry_run)
         return
-    run_arms(small_arms(args.overrides), args.jobs, args.pin, args.dry_run)
+    failed = run_arms(small_arms(args.overrides), args.jobs, args.pin, args.dry_run)
     report(args.dry_run)
+    exit_if_failed(failed)
 
 
 if __name__ == "__main__":

@@ -205,3 +205,15 @@ def test_the_cst_ramp_aims_at_the_cost_and_ends_within_the_budget(tiny_cfg, tmp_
     assert 0.5 <= 1 - record["macs_reduction"] == pytest.approx(met["achieved"]) and met["achieved"] <= 0.6
     with pytest.raises(UserError, match="below cst's floor"):
         pipeline.run(tiny_cfg(*cst, "budget.macs=0.01", "seed=1"), tmp_path / "floor")
+
+
+@pytest.mark.parametrize("overrides", [["method=lrpet"], ["method=l1", "method.allocation=global"]])
+def test_the_profile_prints_the_structure_that_meets_the_budget(overrides: list[str], capsys) -> None:
+    """`python -m prunelab.profile ... budget.macs=F` prices what a run would build: a solved knob (lrpet) or a
+    global allocation met in prepare (l1), both within the budget and its tolerance, with `budget` in the line."""
+    from prunelab.profile import main
+
+    assert main(["model=resnet20", *overrides, "budget.macs=0.3", "budget.tolerance=0.03"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    kept = out["macs"] / out["base_macs"]
+    assert 0.27 <= kept <= 0.3 and out["budget"]["cost"] == "macs" and out["budget"]["achieved"] == pytest.approx(kept)

@@ -53,6 +53,25 @@ def test_an_arm_runs_what_is_not_recorded_and_chooses_its_lr_on_validation(fake_
     assert len(fake_runs) == 4
 
 
+def test_a_failing_arm_is_named_at_the_end_and_the_others_run_on(fake_runs, monkeypatch, capsys) -> None:
+    good, bad = (driver.Arm("claims_energy_aware", ("method=nuclear",)),
+                 driver.Arm("claims_energy_aware", ("method=l1",), grid=(0.1,)))
+    recording = driver.call
+
+    def call(overrides: list[str], dry_run: bool, cpu: str | None = None) -> None:
+        if "method=l1" in overrides:
+            raise RuntimeError("budget not met")
+        recording(overrides, dry_run, cpu)
+
+    monkeypatch.setattr(driver, "call", call)
+    assert driver.run_arms([bad, good], jobs=2) == [bad]
+    assert fake_runs == [(0.03, 0), (0.1, 0), (0.03, 1), (0.03, 2)]  # the good arm ran all its runs
+    assert "arm claims_energy_aware method=l1 failed" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match=r"1 arm\(s\) failed .*: claims_energy_aware method=l1"):
+        driver.exit_if_failed([bad])
+    driver.exit_if_failed([])  # nothing failed: no exit
+
+
 def test_followers_wait_for_the_chosen_lr_then_run_at_it(fake_runs) -> None:
     leader = driver.Arm("claims_energy_aware", ("method=nuclear",))
     assert driver.chosen_lr(leader) is None and claims.followers(leader, [("method.ties=numpy",)]) == []

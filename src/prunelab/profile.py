@@ -7,6 +7,10 @@ one JSON line with the compressed model's parameters and MACs next to the dense 
 Takes the same overrides as run.py; `--layers` also prints the per-layer table; `--latency` adds the
 measured inference time of both models on the CPU (`latency`, as runs record it: deploy form, BatchNorm
 folded, interleaved; `measure.latency.batch` and `min_run_time` apply), so a rate can be chosen by speed.
+With a budget (`budget.macs=F`, `budget.params=F`) the knob is solved first, as a run solves it, and the methods
+that meet a budget themselves (global allocation) meet it in `prepare`; the JSON line adds `budget` (the cost,
+F, the knob and its value).  A structure chosen while training (basis rounds, CST's global ramp) cannot be
+priced before training: the line shows the method's configured knob.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from prunelab import budget
 from prunelab.config import compose_config, dataset_config
 from prunelab.data.base import Dataset
 from prunelab.data.in_memory import random_like
@@ -38,7 +43,8 @@ def compressed(cfg: DictConfig) -> tuple[nn.Module, nn.Module, Dataset, Method, 
     torch.manual_seed(int(cfg.seed))
     dense = build_model(cfg.model, data.num_classes, pretrained=False)  # no downloads
     method = build_method(cfg.method)
-    ctx = Context(data, torch.device("cpu"), int(cfg.seed), cfg.trainer, dense.eval(), str(cfg.model.name))
+    ctx = Context(data, torch.device("cpu"), int(cfg.seed), cfg.trainer, dense.eval(), str(cfg.model.name),
+                  budget=None if str(cfg.method.kind) in budget.WHILE_TRAINING else budget.target(cfg))
     model = method.prepare(copy.deepcopy(dense), ctx)
     for stage in method.stages(ctx):  # no training; structural changes of later stages still apply
         model = stage.setup(model) if stage.setup is not None else model
@@ -56,6 +62,7 @@ def profile(cfg: DictConfig, layers: bool = False, latency: bool = False) -> dic
         "params_no_bn_reduction": round(1 - cost.params_no_bn / base.params_no_bn, 6),  # LRPET's convention
         "macs_reduction": round(1 - cost.macs / base.macs, 6),
         **method.profile_extra(ctx),
+        **({"budget": ctx.extra["budget"]} if "budget" in ctx.extra else {}),  # met in prepare (global allocation)
     }
     if latency:
         out["latency"] = configured_latency(cfg, model, dense, tuple(data.input_shape), torch.device("cpu"))
@@ -72,8 +79,9 @@ def main(argv: list[str]) -> int:
     overrides = [a for a in argv if a not in flags]
 
     def body() -> None:
-        cfg = compose_config(overrides)
-        print(json.dumps(profile(cfg, "--layers" in argv, "--latency" in argv)))
+        cfg, met = budget.apply(compose_config(overrides))  # as a run: the budget becomes the knob first
+        out = profile(cfg, "--layers" in argv, "--latency" in argv)
+        print(json.dumps({**out, **({"budget": met} if met else {})}))
 
     return cli(body)
 
