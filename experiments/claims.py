@@ -5,13 +5,14 @@
 The arms of `conf/experiment/claims_*.yaml` (ResNet-20 on the CIFAR-10 subset, 30-epoch teachers, a 500-image
 validation split; the basis claims in a CIFAR-10 0-4 -> 5-9 / digits transfer setting), run as `driver.Arm`s:
 seed 0 over the arm's lr grid, the lr with the best validation accuracy kept, seeds 1 and 2 at it.  Arms that
-train the same parametrisation as an arm already chosen (LRPET's ablations, CST's family and group arms) run at
-that arm's chosen lr, after it.  A config whose row is already in results/runs/claims_*.csv is not run again, so
+train the same parametrisation as an arm already chosen (LRPET's ablations, CST's scalar arms at rate 0.9 with 1, 2
+and 4 groups) run at that arm's chosen lr, after it; CST's affine arm, whose learned warps are parameters of their
+own, chooses its lr from the same grid.  A config whose row is already in results/runs/claims_*.csv is not run again, so
 the study resumes from the committed rows.  `lop` runs experiments/lop_cifar10.py --small (its rows are
 results/runs/lop_cifar10.csv).  Then `python -m prunelab.report` writes the tables and the verdict page.
 
 Time on a 2-core CPU with --jobs 2 --pin (one run per core): energy_aware about 15 minutes, basis 30, lrpet 70
-(its ablation 40 more), cst 80 (its family and group arms 70 more), lop 100 (its own study).
+(its ablation 40 more), cst 120 (its family and group arms 75 more), lop 100 (its own study).
 """
 
 from __future__ import annotations
@@ -51,7 +52,9 @@ LRPET = Arm("claims_lrpet", (), SCRATCH_GRID)
 LRPET_ABLATIONS = (("method.energy_transfer=none",), ("method.bn_rectify=false",))
 CST = Arm("claims_cst", ("method.rate=0.5",), SCRATCH_GRID)
 CST_HIGH_RATE = ("method.rate=0.9", "method.min_templates=1")  # at 0.9 a floor of 8 would bind in 16-wide layers
-CST_ABLATIONS = ((), ("method.family=affine",), ("method.groups=1",), ("method.groups=4",))
+CST_GROUPS = ((), ("method.groups=1",), ("method.groups=4",))  # the scalar family: rate 0.5's parametrisation
+# learned affine warps add parameters of their own (a different parametrisation): the arm chooses its own lr
+CST_AFFINE = Arm("claims_cst", (*CST_HIGH_RATE, "method.family=affine"), SCRATCH_GRID)
 
 
 def lrpet() -> list[Arm]:
@@ -62,7 +65,7 @@ def lrpet() -> list[Arm]:
 def cst() -> list[Arm]:
     dense = Arm("claims_cst", ("method.rate=0",), SCRATCH_GRID)
     l1 = Arm("claims_cst", ("method=l1", "method.ratio=0.46", "method.reinit_after_pruning=false", *FINETUNE))
-    return [CST, dense, l1]
+    return [CST, dense, l1, CST_AFFINE]
 
 
 def followers(leader: Arm, variants: Sequence[Sequence[str]], base: Sequence[str] = ()) -> list[Arm]:
@@ -72,7 +75,7 @@ def followers(leader: Arm, variants: Sequence[Sequence[str]], base: Sequence[str
 
 
 def second_phase() -> list[Arm]:
-    return [*followers(LRPET, LRPET_ABLATIONS), *followers(CST, CST_ABLATIONS, CST_HIGH_RATE)]
+    return [*followers(LRPET, LRPET_ABLATIONS), *followers(CST, CST_GROUPS, CST_HIGH_RATE)]
 
 
 def score_stability(dry_run: bool) -> None:

@@ -83,7 +83,7 @@ def test_followers_wait_for_the_chosen_lr_then_run_at_it(fake_runs) -> None:
 def test_arms_of_one_experiment_have_distinct_labels() -> None:
     arms = [*claims.energy_aware(), *claims.basis(), *claims.lrpet(), *claims.cst()]
     arms += [driver.Arm("claims_lrpet", v) for v in claims.LRPET_ABLATIONS]
-    arms += [driver.Arm("claims_cst", (*claims.CST_HIGH_RATE, *v)) for v in claims.CST_ABLATIONS]
+    arms += [driver.Arm("claims_cst", (*claims.CST_HIGH_RATE, *v)) for v in claims.CST_GROUPS]
     labels = [(a.experiment, tuple(a.label().values())) for a in arms]
     assert len(set(labels)) == len(labels)
 
