@@ -5,8 +5,10 @@
 `--small` (the only setting so far): ResNet-20 on the CIFAR-10 subset with the claims study's 30-epoch teachers
 (`setting=subset`).  Each contender (conf/contender/) runs as a `driver.Arm` per budget point: at the first point
 (50 % of the MACs) seed 0 over the lr grid, the lr with the best validation accuracy kept, seeds 1 and 2 at it;
-the other points (30 % of the MACs, 50 % of the parameters) at that lr.  Contenders that train from scratch (lrpet,
-cst) run at the teachers' lr, basis and double at the paper's Adam lr.  A config whose row is recorded is skipped,
+the other points (30 % of the MACs, 50 % of the parameters) at that lr.  Every contender chooses: the fine-tuned
+ones from the fine-tuning grid, those that train from scratch (lrpet, cst) from the claims study's grid around the
+teachers' lr, basis and double (Adam) from the same three steps of about 3x around the paper's Adam lr.  The
+longest arms start first.  A config whose row is recorded is skipped,
 so the study resumes from the committed rows.  The runs train side by side and time nothing; once they are done,
 each saved model is timed in this one process against the dense model (measure/retime.py; rows in
 results/latency/compare.csv, read by the report), so run the study on an otherwise quiet machine.
@@ -17,26 +19,27 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from claims import ADAM_LR, followers
+from claims import SCRATCH_GRID, followers
 from driver import REPO, Arm, arm_parser, exit_if_failed, report, results_csv, run_arms
 
 from prunelab.measure.retime import default_out, retime
 
 EXPERIMENT = "compare"
 POINTS = ("macs50", "macs30", "params50")
-FINETUNED = ("random", "l1", "nuclear", "taylor", "svd", "lop")  # 5 fine-tuning epochs: lr from the grid
-FIXED_LR = {"lrpet": (0.1,), "cst": (0.1,), "basis": ADAM_LR, "double": ADAM_LR}
+ADAM_GRID = (3e-4, 1e-3, 3e-3)  # the fine-tuning grid's steps of about 3x, around the Adam recipe's lr
+OWN_GRID = {"lrpet": SCRATCH_GRID, "cst": SCRATCH_GRID, "double": ADAM_GRID, "basis": ADAM_GRID}  # longest first
+FINETUNED = ("lop", "svd", "random", "l1", "nuclear", "taylor")  # 5 fine-tuning epochs: driver.LR_GRID
 
 
 def leaders() -> list[Arm]:
-    """Every contender at the first budget point; the fine-tuned ones choose their lr there."""
+    """Every contender at the first budget point, where it chooses its lr on the validation split."""
     first = POINTS[0]
-    arms = [Arm(EXPERIMENT, (f"contender={c}", f"point={first}")) for c in FINETUNED]
-    return arms + [Arm(EXPERIMENT, (f"contender={c}", f"point={first}"), lr) for c, lr in FIXED_LR.items()]
+    own = [Arm(EXPERIMENT, (f"contender={c}", f"point={first}"), grid) for c, grid in OWN_GRID.items()]
+    return own + [Arm(EXPERIMENT, (f"contender={c}", f"point={first}")) for c in FINETUNED]
 
 
 def the_rest(chosen: list[Arm]) -> list[Arm]:
-    """Every contender at the other points, at the lr it chose (or its fixed one)."""
+    """Every contender at the other points, at the lr it chose."""
     out = []
     for arm in chosen:
         contender = arm.overrides[0]
