@@ -9,7 +9,8 @@ import pytest
 
 from prunelab.errors import UserError
 from prunelab.report import load_results
-from prunelab.report.claims import evaluate, load_claims, render_claims, render_summary, with_summary
+from prunelab.report.claims import evaluate, load_claims, render_claims, render_summary
+from prunelab.report.files import with_block
 
 from test_report import run, write_csv
 
@@ -164,8 +165,8 @@ def test_the_readme_summary_has_one_line_per_claim_between_the_markers(setup) ->
     assert summary.count("\n| ") == 5  # one line per claim below the header
     assert "| Toy paper | b beats a | +1.97 [" in summary and "| Toy paper | needs ImageNet | no ImageNet here |" in summary
     readme = "# x\n<!-- verdicts:start -->\nold\n<!-- verdicts:end -->\nafter\n"
-    updated = with_summary(readme, summary)
+    updated = with_block(readme, summary, "verdicts")
     assert "old" not in updated and updated.endswith("<!-- verdicts:end -->\nafter\n")
-    assert with_summary(updated, summary) == updated  # idempotent
+    assert with_block(updated, summary, "verdicts") == updated  # idempotent
     with pytest.raises(UserError, match="expected the markers"):
-        with_summary("# no markers\n", summary)
+        with_block("# no markers\n", summary, "verdicts")

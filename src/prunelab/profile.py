@@ -43,8 +43,10 @@ def compressed(cfg: DictConfig) -> tuple[nn.Module, nn.Module, Dataset, Method, 
     torch.manual_seed(int(cfg.seed))
     dense = build_model(cfg.model, data.num_classes, pretrained=False)  # no downloads
     method = build_method(cfg.method)
+    # a structure chosen while training meets no budget here: its anticipated allocation is priced as configured
+    target = None if str(cfg.method.kind) in budget.WHILE_TRAINING else budget.target(cfg)
     ctx = Context(data, torch.device("cpu"), int(cfg.seed), cfg.trainer, dense.eval(), str(cfg.model.name),
-                  budget=None if str(cfg.method.kind) in budget.WHILE_TRAINING else budget.target(cfg))
+                  budget=target)
     model = method.prepare(copy.deepcopy(dense), ctx)
     for stage in method.stages(ctx):  # no training; structural changes of later stages still apply
         model = stage.setup(model) if stage.setup is not None else model

@@ -136,11 +136,12 @@ class TemplatePruning(Callback):
     def _scores(self) -> list[torch.Tensor]:
         return [saliencies(m, self.saliency, self.taylor.get(n)) for n, m in self.layers.items()]
 
-    def cost_after(self, prune: int) -> float:
-        """The compacted cost if `prune` more templates went (on a copy; transformations not refitted)."""
+    def cost_after(self, prune: int, scores: list[torch.Tensor]) -> float:
+        """The compacted cost if the `prune` templates of lowest `scores` went (on a copy; transformations not
+        refitted)."""
         trial = copy.deepcopy(self.model)
         layers = [trial.get_submodule(n) for n in self.layers]
-        for layer, keep in zip(layers, global_keep(layers, self._scores(), prune, self.min_templates), strict=True):
+        for layer, keep in zip(layers, global_keep(layers, scores, prune, self.min_templates), strict=True):
             if not torch.equal(keep, layer.templates):
                 layer.reassign(keep, "ones")
         return self.cost(trial)
@@ -154,8 +155,8 @@ class TemplatePruning(Callback):
         high = sum(m.num_templates - self.min_templates for m in layers)
         if self.cost(self.model) <= goal or high <= 0:
             return
-        prune = fewest(0, high, lambda count: self.cost_after(count) <= goal)  # `high` reaches it, or is all there is
         scores = self._scores()
+        prune = fewest(0, high, lambda count: self.cost_after(count, scores) <= goal)  # at most all that may go
         for layer, keep in zip(layers, global_keep(layers, scores, prune, self.min_templates), strict=True):
             if not torch.equal(keep, layer.templates):
                 layer.reassign(keep, self.refit)
@@ -167,15 +168,14 @@ class TemplatePruning(Callback):
         total = sum(m.out_channels for m in layers)
         prune = round(fraction * total) - sum(m.out_channels - m.num_templates for m in layers)
         if prune > 0:
-            scores = [saliencies(m, self.saliency, self.taylor.get(n)) for n, m in self.layers.items()]
-            for layer, keep in zip(layers, global_keep(layers, scores, prune, self.min_templates), strict=True):
+            for layer, keep in zip(layers, global_keep(layers, self._scores(), prune, self.min_templates), strict=True):
                 if not torch.equal(keep, layer.templates):
                     layer.reassign(keep, self.refit)
 
     def on_fit_start(self, state: TrainState) -> None:
         self.layers, self.model = cst_layers(state.model), state.model
         if self.target is not None:
-            floor = self.cost_after(sum(m.num_templates for m in self.layers.values()))
+            floor = self.cost_after(sum(m.num_templates for m in self.layers.values()), self._scores())
             if floor > self.target.fraction:
                 raise UserError(f"budget.{self.target.cost}={self.target.fraction:g} is below cst's floor: with "
                                 f"method.min_templates={self.min_templates} templates in every layer the model keeps "

@@ -263,14 +263,3 @@ def render_summary(papers: list[PaperClaims], runs: pd.DataFrame, page: str = "r
             cells = [paper.short, claim.claim, diff, f"**{result.verdict}**"]
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines) + f"\n\nThe arms, their spread and the rule of every row: [{page}]({page}).\n"
-
-
-README_START, README_END = "<!-- verdicts:start -->", "<!-- verdicts:end -->"
-
-
-def with_summary(readme: str, summary: str) -> str:
-    """`readme` with the text between its verdict markers replaced by `summary` (refused without both markers)."""
-    start, end = readme.find(README_START), readme.find(README_END)
-    if start < 0 or end < start:
-        raise UserError(f"README: expected the markers {README_START} and {README_END} around the verdict table")
-    return readme[:start + len(README_START)] + "\n" + summary + readme[end:]

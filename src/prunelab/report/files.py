@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from prunelab.errors import UserError
+
 
 def write_outputs(outputs: Mapping[str, bytes], out_dir: Path) -> list[Path]:
     """Write `outputs` (paths relative to `out_dir` -> content); return the written paths, sorted.
@@ -28,3 +30,13 @@ def write_outputs(outputs: Mapping[str, bytes], out_dir: Path) -> list[Path]:
     for temporary, target in staged:
         os.replace(temporary, target)
     return [target for _, target in staged]
+
+
+def with_block(text: str, block: str, name: str) -> str:
+    """`text` (the README) with what lies between its markers `<!-- name:start -->` and `<!-- name:end -->`
+    replaced by `block`; refused without both markers."""
+    start_marker, end_marker = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    start, end = text.find(start_marker), text.find(end_marker)
+    if start < 0 or end < start:
+        raise UserError(f"README: expected the markers {start_marker} and {end_marker} around the generated block")
+    return text[:start + len(start_marker)] + "\n" + block + text[end:]

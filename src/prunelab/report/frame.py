@@ -103,6 +103,15 @@ def _number(path: Path, line: int, column: str, text: str, integer: bool) -> flo
     return value
 
 
+def _json_object(text: str) -> dict[str, Any] | None:
+    """`text` parsed as a JSON object, or None when it is not one."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def _parse_run(path: Path, line: int, row: dict[str, str]) -> dict[str, Any]:
     """One CSV row as typed values (missing numbers as None)."""
     out: dict[str, Any] = {}
@@ -122,11 +131,8 @@ def _parse_run(path: Path, line: int, row: dict[str, str]) -> dict[str, Any]:
             out[column] = text
     if not is_known(out["method"]):
         _fail(path, line, "method", f"unknown method '{out['method']}' (known: {', '.join(METHODS)})")
-    try:
-        extra = json.loads(out["extra"] or "{}")
-    except json.JSONDecodeError:
-        extra = None
-    if not isinstance(extra, dict):
+    extra = _json_object(out["extra"] or "{}")
+    if extra is None:
         _fail(path, line, "extra", "expected a JSON object such as {} or {\"key\": 1}")
     out["extra"] = json.dumps(extra, sort_keys=True)
     return out
@@ -191,11 +197,8 @@ def load_latency(paths: Iterable[Path]) -> dict[str, dict[str, Any]]:
             for column in LATENCY_FIELDS:
                 if not row[column].strip():
                     _fail(path, line, column, "must not be empty")
-            try:
-                latency = json.loads(row["latency"])
-            except json.JSONDecodeError:
-                latency = None
-            if not isinstance(latency, dict) or not any(k.startswith("batch_") for k in latency):
+            latency = _json_object(row["latency"])
+            if latency is None or not any(k.startswith("batch_") for k in latency):
                 _fail(path, line, "latency", "expected a JSON object with batch_<B> entries, as extra.latency holds")
             timings.setdefault(row["run_dir"], {**latency, "timed_on": row["device"]})
     return timings
@@ -210,7 +213,7 @@ def with_latency(runs: pd.DataFrame, timings: dict[str, dict[str, Any]]) -> pd.D
         return json.dumps({**values, "latency": timings[run_dir]}, sort_keys=True)
 
     out = runs.copy()
-    out["extra"] = [filled(d, e) for d, e in zip(out["run_dir"], out["extra"])] if len(out) else out["extra"]
+    out["extra"] = [filled(d, e) for d, e in zip(out["run_dir"], out["extra"], strict=True)]
     return out
 
 

@@ -9,6 +9,8 @@ One YAML file per table under ``conf/tables/`` (the file name is the table name)
     group_by: [extra.bn_rectify]   # grouping keys besides GROUP_COLUMNS (columns or extra.<key>)
     select: {among: extra.lr, by: extra.acc_val, seed: 0}   # optional: per group, keep the group_by value
                               # `among` whose seed-0 run scores best on the validation split (report/selection.py)
+    standings: extra.budget_asked   # optional: a group_by key; within each of its values every line is paired
+                              # with the best on validation (report/standings.py, tables/<name>-standings.md)
     rows:                     # table order; a row with `match` selects runs, one without is the paper alone
       - match: {method: nuclear, model: resnet56, target: "ratio=0.5"}
         paper: somepaper:cifar10:resnet56      # key(s) in results/paper_numbers.csv
@@ -86,7 +88,7 @@ DEFAULT_COLUMNS: tuple[str, ...] = (
     "device", "git", "paper",
 )
 _KEYS = frozenset({"title", "source", "params", "counts", "where", "group_by", "select", "rows", "columns", "plots",
-                   "notes", "recipe_epochs"})
+                   "notes", "recipe_epochs", "standings"})
 COUNTS = ("export", "nominal")
 
 
@@ -115,6 +117,7 @@ class TableSpec:
     counts: str = "export"  # export: the final model's counts | nominal: a method's extra.nominal_* where it has them
     select: Selection | None = None  # keep only the value of a swept key chosen on the validation split
     recipe_epochs: bool = True  # false: runs whose method stops by a rule (pruning rounds) group across epoch counts
+    standings: str = ""  # a group_by key: the standings page within each of its values (report/standings.py)
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -194,6 +197,9 @@ def load_table_spec(path: Path, paper_keys: set[str]) -> TableSpec:
                 raise UserError(f"{path}: {name}: unknown '{item}' (known: {', '.join(known)})")
     keys = (*GROUP_COLUMNS, *group_by)
     select = _selection(f"{path}: select", raw.get("select"), group_by)
+    standings = str(raw.get("standings", ""))
+    if standings and (standings not in group_by or select is not None and standings == select.among):
+        raise UserError(f"{path}: standings: expected one of group_by other than select's among, got '{standings}'")
     return TableSpec(
         name=path.stem,
         title=raw["title"],
@@ -208,6 +214,7 @@ def load_table_spec(path: Path, paper_keys: set[str]) -> TableSpec:
         notes=_strings(f"{path}: notes", raw.get("notes", [])),
         select=select,
         recipe_epochs=bool(raw.get("recipe_epochs", True)),
+        standings=standings,
     )
 
 

@@ -122,13 +122,19 @@ def _nominal(frame: pd.DataFrame, key: str, fallback: pd.Series) -> pd.Series:
     return values.astype("float64").fillna(fallback)
 
 
-def _group_stats(runs: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
+def table_runs(runs: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
+    """The runs a table's lines average (`select_runs`, key columns as text), each group at its chosen value."""
     frame = select_runs(runs, spec)
-    keys = list(spec.keys)
-    for column in keys:
+    for column in spec.keys:
         frame[column] = _as_text(frame[column])
     if spec.select is not None:
-        frame = keep_chosen(frame, [k for k in keys if k != spec.select.among], spec.select)
+        frame = keep_chosen(frame, [k for k in spec.keys if k != spec.select.among], spec.select)
+    return frame
+
+
+def _group_stats(runs: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
+    frame = table_runs(runs, spec)
+    keys = list(spec.keys)
     frame["git"] = frame["git_sha"].map(_short_sha)
     stats = frame.groupby(keys, sort=True, dropna=False).agg(
         seeds=("seed", "nunique"),
