@@ -71,6 +71,16 @@ def test_the_page_and_the_readme_lines_show_the_same_standings(tmp_path: Path) -
     assert [f"| {' | '.join(cells[1:-1])} | **{cells[-1]}** |" for cells in frame.values.tolist()] == body
 
 
+def test_equal_validation_means_go_to_the_first_method_in_alphabetical_order(tmp_path: Path) -> None:
+    def tied(method: str, vals: list[float]) -> list[dict]:
+        return [row | {"extra": json.dumps({"budget_asked": "macs<=0.5", "lr": 0.01, "acc_val": v})}
+                for row, v in zip(entrant(method, [60, 61, 62], val=0), vals, strict=True)]
+
+    rows = [*tied("random", [68.6, 68.4, 68.6]), *tied("l1", [68.4, 68.6, 68.6])]  # equal means, summed apart
+    table = standings(load_results([write_csv(tmp_path / "runs.csv", rows)]), SPEC)
+    assert [(e.name, e.standing) for e in table["macs<=0.5"]] == [("l1", "reference"), ("random", "level")]
+
+
 def test_standings_must_name_a_group_by_key_other_than_the_selected_one(tmp_path: Path) -> None:
     head = "title: T\nparams: params\ngroup_by: [extra.budget_asked, extra.lr]\n" \
            "select: {among: extra.lr, by: extra.acc_val, seed: 0}\n"

@@ -3,9 +3,9 @@
 A table that declares `standings: <key>` (conf/tables/compare.yaml: `extra.budget_asked`) gets a page
 `tables/<name>-standings.md`.  Within each value of the key the entrants are the table's lines (each method at
 its validation-chosen lr).  The reference is the entrant with the highest mean validation accuracy over its
-seeds (at least two; the test split plays no part in choosing it).  Every other entrant's test accuracy is
-paired with the reference's by seed, d_s = acc_s - ref_s, and placed by the 95 % t interval of the mean d
-(prunelab/stats.py):
+seeds (at least two; means equal to 1e-6 tie and go to the first in the table's order, alphabetical by method;
+the test split plays no part in choosing it).  Every other entrant's test accuracy is paired with the
+reference's by seed, d_s = acc_s - ref_s, and placed by the 95 % t interval of the mean d (prunelab/stats.py):
 
     below      the whole interval lies below 0
     above      the whole interval lies above 0 (the test split disagrees with the validation split)
@@ -72,7 +72,7 @@ def _placed(lines: list[Entrant]) -> list[Entrant]:
     candidates = [e for e in lines if len(e.accs) >= 2 and pd.notna(e.val)]
     if not candidates:
         return sorted((_with(e, None, "too few runs") for e in lines), key=lambda e: -_mean(e))
-    reference = max(candidates, key=lambda e: (e.val, -candidates.index(e)))  # ties: the first in table order
+    reference = max(candidates, key=lambda e: (round(e.val, 6), -candidates.index(e)))  # ties: the first
     placed = [_with(reference, None, "reference")]
     for entrant in sorted((e for e in lines if e is not reference), key=lambda e: -_mean(e)):
         if len(set(entrant.accs) & set(reference.accs)) < 2:
@@ -103,8 +103,8 @@ def _number(value: float, digits: int) -> str:
     return "" if pd.isna(value) else f"{value:.{digits}f}"
 
 
-RULE = ("Within each budget the reference is the method with the highest mean validation accuracy (the test split "
-        "plays no part in choosing it); every other method's test top-1 is paired with the reference's by seed and "
+RULE = ("Within each budget the reference is the method with the highest mean validation accuracy (ties: the first "
+        "in alphabetical order; the test split plays no part in choosing it); every other method's test top-1 is paired with the reference's by seed and "
         "placed by the 95 % t interval of the mean difference (src/prunelab/stats.py): **below** when the whole "
         "interval lies below 0, **above** when it lies above 0, **level** when it contains 0 (these runs cannot "
         "tell the two apart).")
