@@ -9,7 +9,7 @@ it) against a dense model of its architecture, exactly as a run would time itsel
 form, BatchNorm folded, interleaved, the run's `measure.latency` settings or their defaults, batches [1, 64] on
 the CPU).  One row per run (`LATENCY_FIELDS`: the run's `run_dir`, the latency as the run's `extra.latency` would
 hold it, and the command, git sha, machine and time of this pass), appended under a lock; a run already timed is
-skipped, so a killed pass resumes.  A row whose run folder is gone is named on one line and left untimed.  The
+skipped, so a killed pass resumes; a file keeps one CPU thread count (a pass with another is refused).  A row whose run folder is gone is named on one line and left untimed.  The
 report reads these rows where a run has no `extra.latency` of its own (report/frame.py, `with_latency`).
 """
 
@@ -48,17 +48,26 @@ def saved_latency(model_pt: Path) -> dict[str, Any]:
     return configured_latency(cfg, model, dense, tuple(data.input_shape), torch.device("cpu"))
 
 
-def timed_runs(out_csv: Path) -> set[str]:
-    """The run dirs that `out_csv` already holds a latency row for."""
+def timed_runs(out_csv: Path) -> dict[str, dict[str, Any]]:
+    """The run dirs that `out_csv` already holds a latency row for -> that latency."""
     if not out_csv.is_file():
-        return set()
+        return {}
     with out_csv.open(newline="", encoding="utf-8") as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None:
-            return set()
+            return {}
         check_header(out_csv, header, LATENCY_FIELDS)
-        return {cells[0] for cells in reader if len(cells) == len(LATENCY_FIELDS)}
+        return {cells[0]: json.loads(cells[1]) for cells in reader if len(cells) == len(LATENCY_FIELDS)}
+
+
+def check_threads(out_csv: Path, done: dict[str, dict[str, Any]]) -> None:
+    """One file, one CPU thread count: speed-ups timed with other counts are not comparable."""
+    threads = sorted({int(t) for latency in done.values() if (t := latency.get("threads")) is not None})
+    if threads and threads != [torch.get_num_threads()]:
+        raise UserError(f"{out_csv}: its runs were timed with {'/'.join(map(str, threads))} CPU thread(s), this "
+                        f"pass would use {torch.get_num_threads()}: set OMP_NUM_THREADS={threads[0]} (or give "
+                        "another --out)")
 
 
 def retime(results_csv: Path, out_csv: Path, root: Path = Path(".")) -> dict[str, list[str]]:
@@ -66,6 +75,7 @@ def retime(results_csv: Path, out_csv: Path, root: Path = Path(".")) -> dict[str
     if not results_csv.is_file():
         raise UserError(f"{results_csv}: no such results CSV: give the CSV whose runs to time")
     done = timed_runs(out_csv)
+    check_threads(out_csv, done)
     out: dict[str, list[str]] = {"timed": [], "missing": [], "skipped": []}
     provenance = {"device": device_name(torch.device("cpu")), "git_sha": git_sha(root), "command": command_line()}
     for row in read_results(results_csv):
@@ -84,7 +94,7 @@ def retime(results_csv: Path, out_csv: Path, root: Path = Path(".")) -> dict[str
         with FileLock(f"{out_csv}.lock"):
             if run_dir not in timed_runs(out_csv):
                 append_csv_line(out_csv, LATENCY_FIELDS, line)
-        done.add(run_dir)
+        done[run_dir] = latency
         out["timed"].append(run_dir)
         print(f"retime: {run_dir}: {summary(latency)}", flush=True)
     return out
