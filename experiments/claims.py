@@ -7,8 +7,8 @@ validation split; the basis claims in a CIFAR-10 0-4 -> 5-9 / digits transfer se
 seed 0 over the arm's lr grid, the lr with the best validation accuracy kept, seeds 1 and 2 at it.  Arms that
 train the same parametrisation as an arm already chosen (LRPET's ablations, CST's scalar arms at rate 0.9 with 1, 2
 and 4 groups) run at that arm's chosen lr, after it; CST's affine arm, whose learned warps are parameters of their
-own, chooses its lr from the same grid.  A config whose row is already in results/runs/claims_*.csv is not run again, so
-the study resumes from the committed rows.  `lop` runs experiments/lop_cifar10.py --small (its rows are
+own, chooses its lr from the same grid.  A config whose row is already in results/runs/claims_*.csv is not run
+again, so the study resumes from the committed rows.  `lop` runs experiments/lop_cifar10.py --small (its rows are
 results/runs/lop_cifar10.csv).  Then `python -m prunelab.report` writes the tables and the verdict page.
 
 Time on a 2-core CPU with --jobs 2 --pin (one run per core): energy_aware about 15 minutes, basis 30, lrpet 70

@@ -40,6 +40,10 @@ class Paired:
     def n(self) -> int:
         return len(self.differences)
 
+    def text(self) -> str:
+        """"+1.00 [-0.50, +2.50]": the mean difference and its interval, two decimals."""
+        return f"{self.mean:+.2f} [{self.low:+.2f}, {self.high:+.2f}]"
+
 
 def paired(a: Mapping[int, float], b: Mapping[int, float], confidence: float = 0.95) -> Paired:
     """b - a paired by seed (the seeds both have), with the two-sided t interval of the mean difference;

@@ -9,8 +9,9 @@ it) against a dense model of its architecture, exactly as a run would time itsel
 form, BatchNorm folded, interleaved, the run's `measure.latency` settings or their defaults, batches [1, 64] on
 the CPU).  One row per run (`LATENCY_FIELDS`: the run's `run_dir`, the latency as the run's `extra.latency` would
 hold it, and the command, git sha, machine and time of this pass), appended under a lock; a run already timed is
-skipped, so a killed pass resumes; a file keeps one CPU thread count (a pass with another is refused).  A row whose run folder is gone is named on one line and left untimed.  The
-report reads these rows where a run has no `extra.latency` of its own (report/frame.py, `with_latency`).
+skipped, so a killed pass resumes; a file keeps one CPU thread count (a pass with another is refused).  A row
+whose run folder is gone is named on one line and left untimed.  The report reads these rows where a run has no
+`extra.latency` of its own (report/frame.py, `with_latency`).
 """
 
 from __future__ import annotations

@@ -191,7 +191,8 @@ def evaluate(runs: pd.DataFrame, claim: Claim) -> Verdict:
     return Verdict(claim, arms, result, verdict(result, claim.direction, claim.tolerance))
 
 
-def _mean_std(values: dict[int, float]) -> str:
+def mean_std(values: dict[int, float]) -> str:
+    """ "mean ± std (n)" of the values by seed (no std for one value, "no runs" for none)."""
     if not values:
         return "no runs"
     series = pd.Series(list(values.values()), dtype="float64")
@@ -240,13 +241,13 @@ def _row(result: Verdict) -> str:
     if claim.untestable:
         cells = [claim.claim, claim.source, "", "", "", claim.untestable, "**not tested**", table]
     else:
-        a = f"{claim.threshold:g} (threshold)" if claim.threshold is not None else _mean_std(result.arms["a"])
-        b = _mean_std(result.arms["b"])
+        a = f"{claim.threshold:g} (threshold)" if claim.threshold is not None else mean_std(result.arms["a"])
+        b = mean_std(result.arms["b"])
         if claim.versus is not None:
-            a += f"; a′ {_mean_std(result.arms['versus.a'])}"
-            b += f"; b′ {_mean_std(result.arms['versus.b'])}"
+            a += f"; a′ {mean_std(result.arms['versus.a'])}"
+            b += f"; b′ {mean_std(result.arms['versus.b'])}"
         diff = "" if result.result is None else \
-            f"{result.result.mean:+.2f} [{result.result.low:+.2f}, {result.result.high:+.2f}] (n={result.result.n})"
+            f"{result.result.text()} (n={result.result.n})"
         cells = [claim.claim, claim.source, a, b, _rule(claim), diff, f"**{result.verdict}**", table]
     return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
@@ -259,7 +260,7 @@ def render_summary(papers: list[PaperClaims], runs: pd.DataFrame, page: str = "r
         for claim in paper.claims:
             result = evaluate(runs, claim)
             diff = claim.untestable if claim.untestable else "" if result.result is None else \
-                f"{result.result.mean:+.2f} [{result.result.low:+.2f}, {result.result.high:+.2f}]{_metrics(claim)}"
+                f"{result.result.text()}{_metrics(claim)}"
             cells = [paper.short, claim.claim, diff, f"**{result.verdict}**"]
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines) + f"\n\nThe arms, their spread and the rule of every row: [{page}]({page}).\n"

@@ -15,10 +15,11 @@ reference's by seed, d_s = acc_s - ref_s, and placed by the 95 % t interval of t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 
+from prunelab.report.claims import mean_std
 from prunelab.report.spec import TableSpec
 from prunelab.report.tables import table_runs
 from prunelab.stats import Paired, paired
@@ -37,8 +38,8 @@ class Entrant:
     macs_red: float
     params_red: float
     speedup: float  # measured dense / compressed time (NaN where untimed)
-    result: Paired | None  # acc - the reference's acc, paired by seed
-    standing: str
+    result: Paired | None = None  # acc - the reference's acc, paired by seed
+    standing: str = ""
 
 
 def standings(runs: pd.DataFrame, spec: TableSpec) -> dict[str, list[Entrant]]:
@@ -64,39 +65,28 @@ def _entrant(budget: str, name: str, group: pd.DataFrame) -> Entrant:
     accs = {int(s): float(a) for s, a in zip(group["seed"], group["acc"], strict=True)}
     return Entrant(budget, name, accs, float(group["val"].astype("float64").mean()),
                    float(group["macs_red"].mean()), float(group["params_red"].mean()),
-                   float(group["speedup"].mean()), None, "")
+                   float(group["speedup"].mean()))
 
 
 def _placed(lines: list[Entrant]) -> list[Entrant]:
     """The reference (best mean validation accuracy, at least two seeds) and every other entrant against it."""
     candidates = [e for e in lines if len(e.accs) >= 2 and pd.notna(e.val)]
     if not candidates:
-        return sorted((_with(e, None, "too few runs") for e in lines), key=lambda e: -_mean(e))
+        return sorted((replace(e, standing="too few runs") for e in lines), key=lambda e: -_mean(e))
     reference = max(candidates, key=lambda e: (round(e.val, 6), -candidates.index(e)))  # ties: the first
-    placed = [_with(reference, None, "reference")]
+    placed = [replace(reference, standing="reference")]
     for entrant in sorted((e for e in lines if e is not reference), key=lambda e: -_mean(e)):
         if len(set(entrant.accs) & set(reference.accs)) < 2:
-            placed.append(_with(entrant, None, "too few runs"))
+            placed.append(replace(entrant, standing="too few runs"))
             continue
         result = paired(reference.accs, entrant.accs)
         standing = "below" if result.high < 0 else "above" if result.low > 0 else "level"
-        placed.append(_with(entrant, result, standing))
+        placed.append(replace(entrant, result=result, standing=standing))
     return placed
-
-
-def _with(entrant: Entrant, result: Paired | None, standing: str) -> Entrant:
-    return Entrant(entrant.budget, entrant.name, entrant.accs, entrant.val, entrant.macs_red, entrant.params_red,
-                   entrant.speedup, result, standing)
 
 
 def _mean(entrant: Entrant) -> float:
     return sum(entrant.accs.values()) / len(entrant.accs)
-
-
-def _mean_std(entrant: Entrant) -> str:
-    values = pd.Series(list(entrant.accs.values()), dtype="float64")
-    spread = f" ± {values.std():.2f}" if len(values) > 1 else ""
-    return f"{values.mean():.2f}{spread} ({len(values)})"
 
 
 def _number(value: float, digits: int) -> str:
@@ -104,8 +94,8 @@ def _number(value: float, digits: int) -> str:
 
 
 RULE = ("Within each budget the reference is the method with the highest mean validation accuracy (ties: the first "
-        "in alphabetical order; the test split plays no part in choosing it); every other method's test top-1 is paired with the reference's by seed and "
-        "placed by the 95 % t interval of the mean difference (src/prunelab/stats.py): **below** when the whole "
+        "in alphabetical order; the test split plays no part in choosing it); every other method's test top-1 is "
+        "paired with the reference's by seed and placed by the 95 % t interval of the mean difference (src/prunelab/stats.py): **below** when the whole "
         "interval lies below 0, **above** when it lies above 0, **level** when it contains 0 (these runs cannot "
         "tell the two apart).")
 BRIEF_RULE = ("Reference: the best mean validation accuracy; every other method paired with it by seed on test "
@@ -117,8 +107,8 @@ COLUMNS = ("method", "val acc %", "acc % mean ± std (n)", "MACs ↓ %", "params
 
 
 def _cells(e: Entrant) -> list[str]:
-    diff = "" if e.result is None else f"{e.result.mean:+.2f} [{e.result.low:+.2f}, {e.result.high:+.2f}]"
-    return [e.name, _number(e.val, 2), _mean_std(e), _number(e.macs_red, 1), _number(e.params_red, 1),
+    diff = "" if e.result is None else e.result.text()
+    return [e.name, _number(e.val, 2), mean_std(e.accs), _number(e.macs_red, 1), _number(e.params_red, 1),
             _number(e.speedup, 2), diff, e.standing]
 
 
@@ -150,7 +140,7 @@ def render_brief(table: dict[str, list[Entrant]], spec: TableSpec) -> str:
     lines = []
     for budget, entrants in table.items():
         reference = [e for e in entrants if e.standing == "reference"]
-        parts = [f"reference **{reference[0].name}** {_mean_std(reference[0])}" if reference else "no reference"]
+        parts = [f"reference **{reference[0].name}** {mean_std(reference[0].accs)}" if reference else "no reference"]
         for standing in STANDINGS[1:]:
             names = [e.name for e in entrants if e.standing == standing]
             if names:

@@ -169,8 +169,7 @@ def _paired_text(a: dict[int, float], b: dict[int, float]) -> str:
     """b - a paired by seed: "mean [low, high]" (95 % t interval), empty with fewer than two common seeds."""
     if len(set(a) & set(b)) < 2:
         return ""
-    result = paired(a, b)
-    return f"{result.mean:+.2f} [{result.low:+.2f}, {result.high:+.2f}]"
+    return paired(a, b).text()
 
 
 def _inner_rows(stats: pd.DataFrame, keys: list[str]) -> list[int | None]:
