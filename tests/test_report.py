@@ -348,7 +348,9 @@ def test_runs_stopped_by_a_rule_group_across_their_epoch_counts(tmp_path: Path, 
     rows = [run(seed=s, epochs_finetune=e) for s, e in ((0, 11), (1, 13), (2, 12))]
     assert len(summarize(runs_of(tmp_path, rows), spec(), paper)) == 3  # by default epochs split the rows
     (line,) = summarize(runs_of(tmp_path, rows), spec(recipe_epochs=False), paper).itertuples()
-    assert line.seeds == 3 and line.recipe == "smoke (2+rounds ep)"
+    assert line.seeds == 3 and line.recipe == "smoke (2+11-13 ep)"  # shown as the epochs the runs took
+    (line,) = summarize(runs_of(tmp_path, rows[:1]), spec(recipe_epochs=False), paper).itertuples()
+    assert line.recipe == "smoke (2+11 ep)"
 
 
 def test_the_pareto_plots_draw_one_line_per_method_through_its_budgets(tmp_path: Path, paper) -> None:

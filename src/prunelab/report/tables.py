@@ -72,7 +72,8 @@ def recipe_labels(runs: pd.DataFrame, epochs: bool = True) -> pd.Series:
 
     Epochs are part of it, so a short run on the same recipe file (overridden `epochs`) is never
     averaged with a full one; the numbers are dense-baseline + method-phase epochs.  Without `epochs` (a table
-    of methods that stop by a rule, `recipe_epochs: false`) the method phase shows as "+rounds".
+    of methods that stop by a rule, `recipe_epochs: false`) the method phase groups as "+rounds" and is shown
+    as the epochs the group's runs took (`stopped_at`).
     """
     def label(row: pd.Series) -> str:
         if not epochs:
@@ -81,6 +82,16 @@ def recipe_labels(runs: pd.DataFrame, epochs: bool = True) -> pd.Series:
         return f"{row['recipe']} ({'+'.join(epochs_)} ep)" if epochs_ else str(row["recipe"])
 
     return runs.apply(label, axis=1) if len(runs) else runs["recipe"]
+
+
+def stopped_at(recipe: str, epochs: str) -> str:
+    """A rule-stopped group's recipe with the method-phase epochs its runs took ("4,5" of `_joined`):
+    "basis_adam (30+rounds ep)" becomes "basis_adam (30+4-5 ep)", or "(30+5 ep)" when every run took 5."""
+    counts = sorted(int(float(e)) for e in epochs.split(",") if e)
+    if not counts:
+        return recipe
+    span = str(counts[0]) if counts[0] == counts[-1] else f"{counts[0]}-{counts[-1]}"
+    return recipe.replace("+rounds ep)", f"+{span} ep)")
 
 
 def select_runs(runs: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
@@ -162,6 +173,8 @@ def _group_stats(runs: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
                                                                                                    dropna=False)}
     groups = [accs[tuple(row[k] for k in keys)] for row in stats.to_dict("records")]
     stats["gain_ci"] = [_paired_text(groups[i], groups[j]) if i is not None else "" for j, i in enumerate(inner)]
+    if not spec.recipe_epochs:  # grouped across epoch counts above; shown with the counts the runs took
+        stats["recipe"] = [stopped_at(r, e) for r, e in zip(stats["recipe"], stats["epochs"])]
     return stats
 
 
