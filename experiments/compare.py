@@ -22,6 +22,7 @@ from pathlib import Path
 from claims import SCRATCH_GRID, followers
 from driver import REPO, Arm, arm_parser, exit_if_failed, report, results_csv, run_arms
 
+from prunelab.errors import cli
 from prunelab.measure.retime import default_out, retime
 
 EXPERIMENT = "compare"
@@ -60,7 +61,8 @@ def main() -> None:
     else:
         failed += run_arms(the_rest(first), args.jobs, args.pin)  # the arms that chose an lr
         rows = REPO / results_csv(EXPERIMENT)
-        retime(rows, default_out(rows), REPO)
+        if cli(lambda: retime(rows, default_out(rows), REPO)):  # refused (one line printed): the runs stay recorded
+            sys.exit(2)
     report(args.dry_run)
     exit_if_failed(failed)
 

@@ -108,3 +108,23 @@ def test_the_comparison_runs_every_contender_at_the_first_budget_then_the_rest(c
     out = capsys.readouterr().out
     assert "run.py experiment=compare contender=lop point=macs50 trainer.lr=0.03 seed=0" in out
     assert "then every contender at macs30, params50" in out
+
+
+def test_the_comparison_refuses_a_timing_pass_in_one_line(capsys, monkeypatch) -> None:
+    """A refused retime (e.g. another CPU thread count than the committed timings') ends the study with one line
+    and status 2 after its runs, not a traceback."""
+    import compare
+
+    from prunelab.errors import UserError
+
+    def refuse(*args: object) -> None:
+        raise UserError("results/latency/compare.csv: its runs were timed with 2 CPU thread(s): set OMP_NUM_THREADS=2")
+
+    monkeypatch.setattr(compare, "run_arms", lambda *args: [])
+    monkeypatch.setattr(compare, "retime", refuse)
+    monkeypatch.setattr(sys, "argv", ["compare.py", "--small"])
+    with pytest.raises(SystemExit) as exit_:
+        compare.main()
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: results/latency/compare.csv: its runs were timed with 2 CPU thread(s): set OMP_NUM_THREADS=2"]
