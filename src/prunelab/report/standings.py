@@ -21,7 +21,7 @@ import pandas as pd
 
 from prunelab.report.claims import mean_std
 from prunelab.report.spec import TableSpec
-from prunelab.report.tables import table_runs
+from prunelab.report.tables import number_text, table_runs
 from prunelab.stats import Paired, paired
 
 STANDINGS = ("reference", "level", "below", "above", "too few runs")
@@ -89,10 +89,6 @@ def _mean(entrant: Entrant) -> float:
     return sum(entrant.accs.values()) / len(entrant.accs)
 
 
-def _number(value: float, digits: int) -> str:
-    return "" if pd.isna(value) else f"{value:.{digits}f}"
-
-
 RULE = ("Within each budget the reference is the method with the highest mean validation accuracy (ties: the first "
         "in alphabetical order; the test split plays no part in choosing it); every other method's test top-1 is "
         "paired with the reference's by seed and placed by the 95 % t interval of the mean difference (src/prunelab/stats.py): **below** when the whole "
@@ -108,8 +104,8 @@ COLUMNS = ("method", "val acc %", "acc % mean ± std (n)", "MACs ↓ %", "params
 
 def _cells(e: Entrant) -> list[str]:
     diff = "" if e.result is None else e.result.text()
-    return [e.name, _number(e.val, 2), mean_std(e.accs), _number(e.macs_red, 1), _number(e.params_red, 1),
-            _number(e.speedup, 2), diff, e.standing]
+    return [e.name, number_text(e.val, 2), mean_std(e.accs), number_text(e.macs_red, 1), number_text(e.params_red, 1),
+            number_text(e.speedup, 2), diff, e.standing]
 
 
 def standings_frame(table: dict[str, list[Entrant]], key: str) -> pd.DataFrame:

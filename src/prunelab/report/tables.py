@@ -67,6 +67,9 @@ def _joined(values: pd.Series) -> str:
     return ",".join(sorted({str(v) for v in values.dropna() if str(v)}))
 
 
+ROUNDS = "+rounds ep"  # a rule-stopped run's method phase in its recipe label, until `stopped_at` counts it
+
+
 def recipe_labels(runs: pd.DataFrame, epochs: bool = True) -> pd.Series:
     """The recipe as grouped and shown: trainer name plus epochs, "hrankplus_finetune (200+150 ep)".
 
@@ -77,7 +80,7 @@ def recipe_labels(runs: pd.DataFrame, epochs: bool = True) -> pd.Series:
     """
     def label(row: pd.Series) -> str:
         if not epochs:
-            return f"{row['recipe']} ({int(row['epochs_baseline'])}+rounds ep)"
+            return f"{row['recipe']} ({int(row['epochs_baseline'])}{ROUNDS})"
         epochs_ = [str(int(v)) for v in (row["epochs_baseline"], row["epochs_finetune"]) if pd.notna(v)]
         return f"{row['recipe']} ({'+'.join(epochs_)} ep)" if epochs_ else str(row["recipe"])
 
@@ -91,7 +94,7 @@ def stopped_at(recipe: str, epochs: str) -> str:
     if not counts:
         return recipe
     span = str(counts[0]) if counts[0] == counts[-1] else f"{counts[0]}-{counts[-1]}"
-    return recipe.replace("+rounds ep)", f"+{span} ep)")
+    return recipe.replace(f"{ROUNDS})", f"+{span} ep)")
 
 
 def select_runs(runs: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
@@ -267,7 +270,8 @@ def summarize(runs: pd.DataFrame, spec: TableSpec, paper: pd.DataFrame) -> pd.Da
     return out
 
 
-def _num(value: float, digits: int, signed: bool = False) -> str:
+def number_text(value: float, digits: int, signed: bool = False) -> str:
+    """`value` with `digits` decimals (a sign with `signed`), empty for NaN: a table cell."""
     if math.isnan(value):
         return ""
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
@@ -300,21 +304,21 @@ _FORMATS: dict[str, Callable[[pd.Series], str]] = {
     "seeds": _seeds,
     "acc": lambda r: _mean_std(r["acc"], r["acc_std"]),
     "acc_compressed": lambda r: _mean_std(r["acc_compressed"], r["acc_compressed_std"]),
-    "acc_best": lambda r: _num(r["acc_best"], 2),
-    "val": lambda r: _num(r["val"], 2),
-    "base_acc": lambda r: _num(r["base_acc"], 2),
-    "delta": lambda r: _num(r["delta"], 2, signed=True),
-    "gain": lambda r: _num(r["gain"], 2, signed=True),
+    "acc_best": lambda r: number_text(r["acc_best"], 2),
+    "val": lambda r: number_text(r["val"], 2),
+    "base_acc": lambda r: number_text(r["base_acc"], 2),
+    "delta": lambda r: number_text(r["delta"], 2, signed=True),
+    "gain": lambda r: number_text(r["gain"], 2, signed=True),
     "gain_ci": lambda r: r["gain_ci"],
     "params": lambda r: _count(r["params"]),
     "macs": lambda r: _count(r["macs"]),
-    "params_red": lambda r: _num(r["params_red"], 1),
-    "macs_red": lambda r: _num(r["macs_red"], 1),
-    "macs_speedup": lambda r: _num(r["macs_speedup"], 2),
-    "speedup": lambda r: _num(r["speedup"], 2),
-    "gap_acc": lambda r: _num(r["gap_acc"], 2, signed=True),
-    "gap_params_red": lambda r: _num(r["gap_params_red"], 1, signed=True),
-    "gap_macs_red": lambda r: _num(r["gap_macs_red"], 1, signed=True),
+    "params_red": lambda r: number_text(r["params_red"], 1),
+    "macs_red": lambda r: number_text(r["macs_red"], 1),
+    "macs_speedup": lambda r: number_text(r["macs_speedup"], 2),
+    "speedup": lambda r: number_text(r["speedup"], 2),
+    "gap_acc": lambda r: number_text(r["gap_acc"], 2, signed=True),
+    "gap_params_red": lambda r: number_text(r["gap_params_red"], 1, signed=True),
+    "gap_macs_red": lambda r: number_text(r["gap_macs_red"], 1, signed=True),
     **{column: (lambda r, c=column: r[f"{c}_text"]) for column in PAPER_COLUMNS.values()},
 }
 
@@ -378,7 +382,8 @@ def display_frame(summary: pd.DataFrame, spec: TableSpec, wide: bool = True) -> 
         if not wide and column == "acc":
             formatter = _acc_with_seeds
         elif not wide and column in ("params_red", "macs_red"):  # the paper's own rows show the paper's reduction
-            formatter = lambda r, c=column, f=formatter: f(r) if r["kind"] == "run" else _num(r[f"paper_{c}"], 1)  # noqa: E731
+            formatter = lambda r, c=column, f=formatter: (  # noqa: E731
+                f(r) if r["kind"] == "run" else number_text(r[f"paper_{c}"], 1))
         cells[_label(column)] = [formatter(line) for _, line in summary.iterrows()]
     return pd.DataFrame(cells, columns=list(cells), dtype=str)
 
